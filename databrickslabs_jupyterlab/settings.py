@@ -1,0 +1,107 @@
+"""Driver and SSH defaults shared by the server extension, the kernel provisioner and the CLI.
+
+The defaults are those of a real Databricks driver. Each can be overridden by an environment
+variable (read by every process: server, provisioner, CLI), by the server extension's traitlets,
+and, for the SSH endpoint, by a ``Host <cluster_id>`` entry in ``~/.ssh/config``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+DEFAULT_SSH_PORT = 2200
+DEFAULT_SSH_USER = "ubuntu"
+DEFAULT_DRIVER_PYTHON = "/databricks/python/bin/python"
+DEFAULT_DRIVER_REQUIREMENTS = ("ipykernel>=6.0",)
+
+# Environment variable -> field name. Values are parsed with the field's type.
+ENV_VARS = {
+    "DBJL_SSH_PORT": "ssh_port",
+    "DBJL_SSH_USER": "ssh_user",
+    "DBJL_SSH_CONFIG": "ssh_config_file",
+    "DBJL_IDENTITY_FILE": "identity_file",
+    "DBJL_DRIVER_PYTHON": "driver_python",
+    "DBJL_SUDO": "sudo",
+    "DBJL_STATE_DIR": "state_dir",
+    "DBJL_CONNECT_TIMEOUT": "connect_timeout",
+    "DBJL_KEEPALIVE_INTERVAL": "keepalive_interval",
+    "DBJL_KEEPALIVE_COUNT_MAX": "keepalive_count_max",
+    "DBJL_PIP_ARGS": "pip_args",
+    "DBJL_DRIVER_REQUIREMENTS": "driver_requirements",
+}
+
+SUDO_MODES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    """How to reach and use a cluster driver."""
+
+    ssh_port: int = DEFAULT_SSH_PORT
+    ssh_user: str = DEFAULT_SSH_USER
+    #: Private key; ``None`` means ``~/.ssh/id_<profile>``.
+    identity_file: str | None = None
+    ssh_config_file: str = "~/.ssh/config"
+    driver_python: str = DEFAULT_DRIVER_PYTHON
+    #: ``auto``: use ``sudo -n`` when the SSH user is not root (a real driver's Python belongs
+    #: to root and ``ubuntu`` has passwordless sudo).
+    sudo: str = "auto"
+    #: Folder for the product's own state: known hosts per cluster, kernel runtime files.
+    state_dir: str = "~/.databrickslabs_jupyterlab"
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 5.0
+    keepalive_count_max: int = 2
+    #: Extra arguments for the driver's ``pip install`` (for example an index URL).
+    pip_args: tuple[str, ...] = ()
+    driver_requirements: tuple[str, ...] = field(default=DEFAULT_DRIVER_REQUIREMENTS)
+
+    def __post_init__(self) -> None:
+        if self.sudo not in SUDO_MODES:
+            raise ValueError(f"sudo must be one of {', '.join(SUDO_MODES)}, not {self.sudo!r}")
+        if not 0 < int(self.ssh_port) < 65536:
+            raise ValueError(f"ssh_port must be a TCP port, not {self.ssh_port!r}")
+        if not self.driver_python.startswith("/"):
+            raise ValueError(f"driver_python must be an absolute path, not {self.driver_python!r}")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> DriverSettings:
+        """Defaults, then ``DBJL_*`` environment variables, then explicit overrides."""
+        env = os.environ if environ is None else environ
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, object] = {}
+        for var, name in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            kind = types[name]
+            if kind == "int":
+                values[name] = int(raw)
+            elif kind == "float":
+                values[name] = float(raw)
+            elif kind.startswith("tuple"):
+                values[name] = tuple(raw.split())
+            else:
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_overrides(self, **overrides: object) -> DriverSettings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def identity_file_for(self, profile: str) -> Path:
+        if self.identity_file:
+            return Path(self.identity_file).expanduser()
+        return Path("~/.ssh").expanduser() / f"id_{profile}"
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser()
+
+    def use_sudo(self, user: str) -> bool:
+        if self.sudo == "always":
+            return True
+        if self.sudo == "never":
+            return False
+        return user != "root"

@@ -1,0 +1,29 @@
+"""Shared test setup: every test runs with a private HOME and no DATABRICKS_* variables,
+so the user's own ~/.databrickscfg, ~/.ssh and Jupyter settings are never read or written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = [
+    "pytest_jupyter.jupyter_server",
+    "tests.fixtures.simulator",
+    "tests.fixtures.sshd",
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    (home / ".ssh").mkdir(mode=0o700)
+    monkeypatch.setenv("HOME", str(home))
+    for name in list(os.environ):
+        if name.startswith("DATABRICKS_") or name.startswith("DBJL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(home / ".databrickscfg"))
+    monkeypatch.setenv("DBJL_STATE_DIR", str(home / ".databrickslabs_jupyterlab"))
+    monkeypatch.setenv("DBJL_SSH_CONFIG", str(home / ".ssh" / "config"))
+    return home
