@@ -1,0 +1,299 @@
+"""The driver's Python: which required libraries it has, and installing the missing ones.
+
+Requirements are PEP 508 strings, validated here before anything reaches the driver, and
+versions are compared locally with ``packaging``: the driver only reports what is installed, so
+its answer does not depend on which tools its Python happens to have. pip runs only for what is
+missing, so preparing a prepared driver changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import asyncssh
+from packaging.markers import default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from .settings import DriverSettings
+from .ssh import SshError, run, stream
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DriverError",
+    "LibraryCheck",
+    "check_libraries",
+    "install_libraries",
+    "parse_requirements",
+    "prepare_driver",
+    "remote_packages",
+    "remote_python_version",
+]
+
+CHECK_TIMEOUT = 60.0
+INSTALL_TIMEOUT = 1800.0
+PIP_TAIL = 15
+
+#: pip output lines worth showing as progress; the rest stays in the tail kept for errors.
+_PIP_PROGRESS = (
+    "Collecting",
+    "Downloading",
+    "Processing",
+    "Using cached",
+    "Building wheel",
+    "Installing",
+    "Attempting uninstall",
+    "Successfully",
+    "ERROR",
+)
+
+# Read by the driver's Python: versions of the named distributions plus the values of PEP 508
+# markers, as JSON. Holds no secret, so it travels on the command line.
+_CHECK_SCRIPT = """\
+import json, os, platform, sys
+from importlib import metadata
+versions = {}
+for name in sys.argv[1:]:
+    try:
+        versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        versions[name] = None
+env = {
+    "implementation_name": sys.implementation.name,
+    "implementation_version": platform.python_version(),
+    "os_name": os.name,
+    "platform_machine": platform.machine(),
+    "platform_release": platform.release(),
+    "platform_system": platform.system(),
+    "platform_version": platform.version(),
+    "python_full_version": platform.python_version(),
+    "platform_python_implementation": platform.python_implementation(),
+    "python_version": ".".join(platform.python_version_tuple()[:2]),
+    "sys_platform": sys.platform,
+}
+print(json.dumps({"versions": versions, "env": env}))
+"""
+
+_PACKAGES_SCRIPT = """\
+import json
+from importlib import metadata
+packages = {}
+for dist in metadata.distributions():
+    name = dist.metadata["Name"]
+    if name and name not in packages:
+        packages[name] = dist.version
+print(json.dumps(packages))
+"""
+
+_VERSION_SCRIPT = "import platform; print(platform.python_version())"
+
+
+class DriverError(SshError):
+    """The driver's Python could not be inspected or prepared."""
+
+
+@dataclass
+class LibraryCheck:
+    #: requirement name -> installed version, or None when not installed
+    installed: dict[str, str | None]
+    #: requirement strings that are not satisfied (absent, or a version outside the specifier)
+    missing: list[str]
+
+
+def parse_requirements(requirements: Iterable[str]) -> list[Requirement]:
+    """Parse PEP 508 requirement strings; raise DriverError for anything else."""
+    parsed = []
+    for text in requirements:
+        if not isinstance(text, str) or not text.strip() or text.strip().startswith("-"):
+            raise DriverError(f"{text!r} is not a Python requirement (PEP 508).")
+        try:
+            parsed.append(Requirement(text))
+        except InvalidRequirement:
+            raise DriverError(f"{text!r} is not a Python requirement (PEP 508).") from None
+    return parsed
+
+
+def _check_pip_args(args: Iterable[str]) -> list[str]:
+    out = []
+    for arg in args:
+        if not isinstance(arg, str) or "\0" in arg:
+            raise DriverError("The extra pip arguments must be plain strings.")
+        out.append(arg)
+    return out
+
+
+def _redact(line: str) -> str:
+    """Hide credentials of index URLs (``https://user:secret@host``) that pip might echo."""
+    return re.sub(r"(://[^/\s:@]+):[^@\s/]+@", r"\1:****@", line)
+
+
+async def _python_json(
+    conn: asyncssh.SSHClientConnection, settings: DriverSettings, script: str, args: list[str]
+) -> object:
+    result = await run(conn, [settings.driver_python, "-c", script, *args], timeout=CHECK_TIMEOUT)
+    if result.exit_status != 0:
+        if result.exit_status == 127 or "No such file" in result.stderr:
+            raise DriverError(
+                f"The driver Python {settings.driver_python} does not exist on the driver."
+            )
+        last = _redact(result.stderr.strip().splitlines()[-1]) if result.stderr.strip() else ""
+        raise DriverError(
+            f"The driver Python {settings.driver_python} failed (exit status "
+            f"{result.exit_status}){': ' + last if last else ''}."
+        )
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise DriverError(
+            f"The driver Python {settings.driver_python} gave an answer that is not JSON."
+        ) from None
+
+
+def _satisfied(req: Requirement, version: str | None) -> bool:
+    if version is None:
+        return False
+    if not req.specifier:
+        return True
+    specifier: SpecifierSet = req.specifier
+    try:
+        return specifier.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return False
+
+
+async def check_libraries(
+    conn: asyncssh.SSHClientConnection,
+    settings: DriverSettings,
+    user: str,
+    requirements: Iterable[str] | None = None,
+) -> LibraryCheck:
+    """Which of the required libraries (``settings.driver_requirements`` unless given) the
+    driver's Python has. Requirements whose markers do not apply to the driver count as met."""
+    reqs = parse_requirements(
+        settings.driver_requirements if requirements is None else requirements
+    )
+    if not reqs:
+        return LibraryCheck(installed={}, missing=[])
+    names = list(dict.fromkeys(req.name for req in reqs))
+    answer = await _python_json(conn, settings, _CHECK_SCRIPT, names)
+    if not isinstance(answer, dict) or not isinstance(answer.get("versions"), dict):
+        raise DriverError("The driver Python gave an unexpected answer about its libraries.")
+    versions = {name: answer["versions"].get(name) for name in names}
+    env = default_environment()
+    if isinstance(answer.get("env"), dict):
+        env.update({k: str(v) for k, v in answer["env"].items()})
+    missing = []
+    for req in reqs:
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        if not _satisfied(req, versions[req.name]):
+            missing.append(str(req))
+    return LibraryCheck(installed=versions, missing=missing)
+
+
+async def install_libraries(
+    conn: asyncssh.SSHClientConnection,
+    settings: DriverSettings,
+    user: str,
+    requirements: Iterable[str],
+    on_progress: Callable[[str], None],
+) -> None:
+    """pip-install ``requirements`` into the driver's Python (through ``sudo -n`` when the
+    settings ask for it for ``user``), reporting pip's progress lines as ``"pip: ..."``."""
+    reqs = [str(req) for req in parse_requirements(requirements)]
+    if not reqs:
+        return
+    pip_args = _check_pip_args(settings.pip_args)
+    argv = [
+        settings.driver_python,
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        *pip_args,
+        *reqs,
+    ]
+    tail: deque[str] = deque(maxlen=PIP_TAIL)
+
+    def on_line(line: str) -> None:
+        line = _redact(line.rstrip())
+        if not line.strip():
+            return
+        tail.append(line)
+        if line.lstrip().startswith(_PIP_PROGRESS):
+            on_progress(f"pip: {line.strip()}")
+
+    log.info("Installing %s on the driver", " ".join(reqs))
+    result = await stream(
+        conn,
+        argv,
+        sudo=settings.use_sudo(user),
+        on_line=on_line,
+        timeout=INSTALL_TIMEOUT,
+    )
+    if result.exit_status != 0:
+        if result.exit_status == 127 and not any("pip" in line for line in tail):
+            reason = f"the driver Python {settings.driver_python} (or sudo) was not found"
+        elif any("sudo" in line and "password" in line for line in tail):
+            reason = "sudo asked for a password (passwordless sudo is needed, or set sudo=never)"
+        else:
+            reason = f"pip exit status {result.exit_status}"
+        details = "\n".join(tail)
+        raise DriverError(
+            f"Installing {', '.join(reqs)} on the driver failed ({reason}). "
+            f"Last pip output:\n{details}"
+        )
+
+
+async def prepare_driver(
+    conn: asyncssh.SSHClientConnection,
+    settings: DriverSettings,
+    user: str,
+    on_progress: Callable[[str], None],
+) -> list[str]:
+    """Make sure the driver has ``settings.driver_requirements``; return what was installed
+    (empty when nothing was missing)."""
+    check = await check_libraries(conn, settings, user)
+    if not check.missing:
+        return []
+    await install_libraries(conn, settings, user, check.missing, on_progress)
+    after = await check_libraries(conn, settings, user, check.missing)
+    if after.missing:
+        raise DriverError(
+            f"pip finished, but the driver Python still lacks {', '.join(after.missing)}."
+        )
+    return list(check.missing)
+
+
+async def remote_packages(
+    conn: asyncssh.SSHClientConnection, settings: DriverSettings, user: str
+) -> dict[str, str]:
+    """Every distribution of the driver's Python, name -> version (first on sys.path wins)."""
+    answer = await _python_json(conn, settings, _PACKAGES_SCRIPT, [])
+    if not isinstance(answer, dict):
+        raise DriverError("The driver Python gave an unexpected list of packages.")
+    return {str(k): str(v) for k, v in answer.items()}
+
+
+async def remote_python_version(
+    conn: asyncssh.SSHClientConnection, settings: DriverSettings, user: str
+) -> str:
+    """The driver Python's version, e.g. ``3.11.2``."""
+    result = await run(conn, [settings.driver_python, "-c", _VERSION_SCRIPT], timeout=CHECK_TIMEOUT)
+    version = result.stdout.strip()
+    if result.exit_status != 0 or not re.fullmatch(r"\d+\.\d+[\w.+-]*", version):
+        raise DriverError(
+            f"The driver Python {settings.driver_python} did not report its version "
+            f"(exit status {result.exit_status})."
+        )
+    return version
