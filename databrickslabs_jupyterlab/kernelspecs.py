@@ -1,0 +1,194 @@
+"""Kernelspecs for remote kernels on Databricks cluster drivers.
+
+A spec names its cluster in ``metadata.databricks`` (profile and cluster id); that is what the
+provisioner and the server read. The display name keeps the reference's grammar,
+``SSH <cluster_id> <profile>:<cluster_name> (<env>)``, for people, and nothing parses it back.
+``<env>`` is the local Python environment (venv or conda folder name) and is left out when it
+equals the cluster name, so ``SSH 0806-143104-skirt84 demo:ds`` means "cluster ds, env ds".
+
+The spec holds neither the workspace host nor a token: ``argv`` is only a template that the
+provisioner replaces by its own remote command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+from .provisioner import CLUSTER_ID_PATTERN, PROFILE_PATTERN, PROVISIONER_NAME
+
+NAME_PREFIX = "ssh__"
+_NAME_DROP = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class DatabricksKernelSpec:
+    name: str
+    display_name: str
+    profile: str
+    cluster_id: str
+    resource_dir: str
+
+
+def environment_name(environ: dict[str, str] | None = None) -> str:
+    """Name of the local Python environment, for the display name.
+
+    A venv or conda folder name when there is one; otherwise ``python<major>.<minor>``. It never
+    fails outside conda (the reference raised a KeyError there).
+    """
+    env = os.environ if environ is None else environ
+    virtual_env = env.get("VIRTUAL_ENV")
+    if virtual_env:
+        return Path(virtual_env).name
+    conda_env = env.get("CONDA_DEFAULT_ENV")
+    if conda_env:
+        return Path(conda_env).name
+    prefix = Path(sys.prefix)
+    if sys.prefix != sys.base_prefix or (prefix / "conda-meta").is_dir():
+        return prefix.name
+    return f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def display_name(cluster_id: str, profile: str, cluster_name: str, env: str | None = None) -> str:
+    """``SSH <cluster_id> <profile>:<cluster_name> (<env>)``; env omitted when equal to the name."""
+    env = environment_name() if env is None else env
+    same = env in (cluster_name, cluster_name.replace(" ", "_"))
+    base = f"SSH {cluster_id} {profile}:{cluster_name}"
+    return base if same or not env else f"{base} ({env})"
+
+
+def kernel_name(display: str) -> str:
+    """Spec folder name: ``ssh__`` + the display name without unsafe characters, lower-cased."""
+    return (NAME_PREFIX + _NAME_DROP.sub("", display)).lower()
+
+
+def _validate(profile: str, cluster_id: str) -> None:
+    if not PROFILE_PATTERN.match(profile or ""):
+        raise ValueError(f"Invalid profile name {profile!r}")
+    if not CLUSTER_ID_PATTERN.match(cluster_id or ""):
+        raise ValueError(f"Invalid cluster id {cluster_id!r}")
+
+
+def kernel_json(
+    profile: str,
+    cluster_id: str,
+    cluster_name: str,
+    env: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The kernel.json content for one cluster (no host, no token)."""
+    _validate(profile, cluster_id)
+    databricks: dict[str, Any] = {"profile": profile, "cluster_id": cluster_id}
+    databricks.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return {
+        # Template only: the provisioner runs <driver python> -m ipykernel_launcher remotely.
+        "argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": display_name(cluster_id, profile, cluster_name, env),
+        "language": "python",
+        # Interrupts are signals sent on the driver by the provisioner (kill -INT <pid>).
+        "interrupt_mode": "signal",
+        "env": {},
+        "metadata": {
+            "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME, "config": {}},
+            "databricks": databricks,
+        },
+    }
+
+
+def create_kernelspec(
+    profile: str,
+    cluster_id: str,
+    cluster_name: str,
+    env: str | None = None,
+    *,
+    manager: KernelSpecManager | None = None,
+    user: bool = True,
+    prefix: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> str:
+    """Install (or replace) the spec for a cluster; returns the kernel name."""
+    spec = kernel_json(profile, cluster_id, cluster_name, env, overrides)
+    name = kernel_name(spec["display_name"])
+    ksm = manager or KernelSpecManager()
+    # Earlier specs of the same cluster and profile (other cluster name or env) are replaced.
+    for old in list_kernelspecs(ksm):
+        if (old.profile, old.cluster_id) == (profile, cluster_id) and old.name != name:
+            ksm.remove_kernel_spec(old.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "kernel.json").write_text(json.dumps(spec, indent=1))
+        ksm.install_kernel_spec(
+            tmp, name, user=user and prefix is None, replace=True, prefix=prefix
+        )
+    return name
+
+
+def list_kernelspecs(manager: KernelSpecManager | None = None) -> list[DatabricksKernelSpec]:
+    """Every installed spec that names a Databricks cluster in its metadata."""
+    ksm = manager or KernelSpecManager()
+    found = []
+    for name, entry in sorted(ksm.get_all_specs().items()):
+        spec = entry.get("spec") or {}
+        databricks = (spec.get("metadata") or {}).get("databricks") or {}
+        provisioner = ((spec.get("metadata") or {}).get("kernel_provisioner") or {}).get(
+            "provisioner_name"
+        )
+        if provisioner != PROVISIONER_NAME or not databricks.get("cluster_id"):
+            continue
+        found.append(
+            DatabricksKernelSpec(
+                name=name,
+                display_name=spec.get("display_name", name),
+                profile=str(databricks.get("profile", "")),
+                cluster_id=str(databricks["cluster_id"]),
+                resource_dir=entry.get("resource_dir", ""),
+            )
+        )
+    return found
+
+
+def delete_kernelspec(name: str, manager: KernelSpecManager | None = None) -> bool:
+    """Remove one of our specs by name; False when there is none of that name."""
+    ksm = manager or KernelSpecManager()
+    if name not in {s.name for s in list_kernelspecs(ksm)}:
+        return False
+    try:
+        ksm.remove_kernel_spec(name)
+    except (NoSuchKernel, KeyError):
+        return False
+    return True
+
+
+def delete_kernelspecs(
+    profile: str | None = None,
+    cluster_id: str | None = None,
+    manager: KernelSpecManager | None = None,
+) -> list[str]:
+    """Remove our specs, optionally only those of a profile and/or cluster; returns the names."""
+    ksm = manager or KernelSpecManager()
+    removed = []
+    for spec in list_kernelspecs(ksm):
+        if profile is not None and spec.profile != profile:
+            continue
+        if cluster_id is not None and spec.cluster_id != cluster_id:
+            continue
+        ksm.remove_kernel_spec(spec.name)
+        removed.append(spec.name)
+    return removed
+
+
+def cluster_of(spec: Any) -> tuple[str, str] | None:
+    """(profile, cluster_id) of a ``KernelSpec`` or kernel.json dict, or None if not ours."""
+    metadata = spec.get("metadata") if isinstance(spec, dict) else getattr(spec, "metadata", None)
+    databricks = (metadata or {}).get("databricks") or {}
+    profile, cluster_id = databricks.get("profile"), databricks.get("cluster_id")
+    if isinstance(profile, str) and isinstance(cluster_id, str):
+        return profile, cluster_id
+    return None
