@@ -1,0 +1,833 @@
+"""The truth about each watched cluster: its state, its SSH reachability, its operations.
+
+One :class:`ClusterConnection` per (profile, cluster id) holds a snapshot in the vocabulary of
+the REST API, a version that grows on every change, and a bounded event history. A background
+task per connection reads the cluster (about every second while something changes, every few
+seconds when steady, not at all when nobody asked for a while). HTTP handlers only read the
+snapshot or wait for the next version, so the number of upstream calls does not grow with the
+number of browser tabs.
+
+Start and reconfigure are single-flight asyncio tasks that walk the steps ``starting``,
+``configuring``, ``installing``, ``restarting-kernels`` and ``done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from . import kernelstate
+from .settings import DriverSettings
+from .workspace import (
+    ClusterInfo,
+    NoSuchCluster,
+    ProfileInfo,
+    Workspace,
+    WorkspaceError,
+    key_installed,
+    list_profiles,
+    public_key_for,
+)
+
+STATES = (
+    "unknown",
+    "terminated",
+    "terminating",
+    "starting",
+    "configuring",
+    "installing",
+    "connected",
+    "unreachable",
+    "error",
+)
+STEPS = ("starting", "configuring", "installing", "restarting-kernels", "done")
+RUNNING = frozenset({"RUNNING", "RESIZING"})
+COMING_UP = frozenset({"PENDING", "RESTARTING"})
+STEADY = frozenset({"RUNNING", "TERMINATED"})
+_STEP_STATE = {
+    "starting": "starting",
+    "configuring": "configuring",
+    "installing": "installing",
+    "restarting-kernels": "connected",
+    "done": "connected",
+}
+
+RestartKernels = Callable[[str, str, list[str]], Awaitable[None]]
+WorkspaceFactory = Callable[[str], Awaitable[Any]]
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class OperationFailed(Exception):
+    """A step of an operation cannot go on; the message is shown to the person."""
+
+
+@dataclass
+class ServiceSettings:
+    """Knobs of the service; the server extension fills them from its traitlets."""
+
+    driver: DriverSettings = field(default_factory=DriverSettings.from_env)
+    config_file: str | None = None
+    refresh_interval: float = 1.0
+    steady_refresh_interval: float = 10.0
+    #: Seconds after the last request (or change) during which the fast cadence stays on.
+    fast_window: float = 10.0
+    idle_pause: float = 60.0
+    first_read_wait: float = 3.0
+    retry_timeout: int = 20
+    http_timeout: float = 10.0
+    ssh_check_timeout: float = 10.0
+    ssh_ready_timeout: float = 60.0
+    operation_timeout: float = 1800.0
+    done_linger: float = 5.0
+    event_history: int = 50
+    profile_cache_seconds: float = 2.0
+
+
+@dataclass
+class Probe:
+    reachable: bool
+    error: str | None = None
+    #: Requirements the driver lacks; None when they were not checked.
+    missing: list[str] | None = None
+
+
+@dataclass
+class DriverLink:
+    """A logged-in SSH connection to a driver and the user it logged in as."""
+
+    conn: Any
+    user: str
+
+
+class DriverAccess:
+    """The SSH side of the service (reachability, driver preparation).
+
+    Kept apart so that unit tests of the state machine can replace it.
+    """
+
+    def __init__(self, settings: DriverSettings, ssh_check_timeout: float) -> None:
+        self.settings = settings
+        self.check_settings = settings.with_overrides(connect_timeout=ssh_check_timeout)
+        self._host_keys: Any = None
+
+    def host_keys(self) -> Any:
+        from . import ssh
+
+        if self._host_keys is None:
+            self._host_keys = ssh.HostKeyStore(self.settings.state_path)
+        return self._host_keys
+
+    async def _target(self, profile: str, info: ClusterInfo) -> Any:
+        from . import ssh
+
+        return await asyncio.to_thread(
+            ssh.resolve_target, info.cluster_id, info.public_dns, profile, self.settings
+        )
+
+    async def probe(self, profile: str, info: ClusterInfo, *, libraries: bool) -> Probe:
+        """A real SSH handshake and login (and, when asked, a look at the driver libraries)."""
+        from . import driver, ssh
+
+        try:
+            target = await self._target(profile, info)
+            if not libraries:
+                error = await ssh.check_reachable(
+                    target,
+                    self.check_settings,
+                    host_keys=self.host_keys(),
+                    driver_start=info.driver_start,
+                )
+                return Probe(error is None, error)
+            conn = await ssh.connect(
+                target,
+                self.check_settings,
+                host_keys=self.host_keys(),
+                driver_start=info.driver_start,
+            )
+        except ssh.SshError as err:
+            return Probe(False, str(err))
+        try:
+            check = await driver.check_libraries(conn, self.settings, target.user)
+            return Probe(True, None, list(check.missing))
+        except Exception as err:  # noqa: BLE001 - reachable, but the check itself failed
+            log.warning("Could not check the driver libraries of %s: %s", info.cluster_id, err)
+            return Probe(True, None, None)
+        finally:
+            await _close(conn)
+
+    async def connect(self, profile: str, info: ClusterInfo, ready_timeout: float) -> DriverLink:
+        """Log in to the driver, retrying while its SSH server comes up after a start."""
+        from . import ssh
+
+        target = await self._target(profile, info)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                conn = await ssh.connect(
+                    target,
+                    self.settings,
+                    host_keys=self.host_keys(),
+                    driver_start=info.driver_start,
+                )
+                return DriverLink(conn, target.user)
+            except (ssh.SshAuthFailed, ssh.HostKeyChanged):
+                raise
+            except ssh.SshError:
+                if time.monotonic() + 1 > deadline:
+                    raise
+                await asyncio.sleep(1.0)
+
+    async def prepare(self, link: DriverLink, on_progress: Callable[[str], None]) -> list[str]:
+        from . import driver
+
+        return await driver.prepare_driver(link.conn, self.settings, link.user, on_progress)
+
+    async def close(self, link: DriverLink) -> None:
+        await _close(link.conn)
+
+
+async def _close(conn: Any) -> None:
+    try:
+        conn.close()
+        wait = getattr(conn, "wait_closed", None)
+        if wait is not None:
+            await asyncio.wait_for(wait(), 5)
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+
+
+def _error_sentence(err: BaseException, kind: str) -> str:
+    if isinstance(err, WorkspaceError):
+        return err.message
+    if isinstance(err, OperationFailed):
+        return str(err)
+    text = str(err).strip()
+    module = type(err).__module__ or ""
+    if module.startswith("databrickslabs_jupyterlab") and text:
+        return text
+    if isinstance(err, TimeoutError):
+        return f"The {kind} took too long and was given up."
+    return f"The {kind} failed unexpectedly ({type(err).__name__}); the server log has details."
+
+
+class ClusterConnection:
+    """State machine, snapshot and operations of one cluster."""
+
+    def __init__(self, registry: ClusterRegistry, profile: str, cluster_id: str) -> None:
+        self.registry = registry
+        self.profile = profile
+        self.cluster_id = cluster_id
+        self.settings = registry.settings
+        self.version = 0
+        self.updated_at = utcnow()
+        self.state = "unknown"
+        self.message = "Reading the state of the cluster."
+        self.info: ClusterInfo | None = None
+        self.ssh: dict[str, Any] = {"reachable": False, "checked_at": None, "error": None}
+        self.operation: dict[str, Any] | None = None
+        self.events: deque[dict[str, Any]] = deque(maxlen=self.settings.event_history)
+        self.not_found = False
+        self.first_read = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._op_task: asyncio.Task[None] | None = None
+        self._op_kernels: set[str] = set()
+        self._op_finished_at: float | None = None
+        self._op_error: str | None = None
+        self._op_error_cluster_state: str | None = None
+        self._read_error: WorkspaceError | None = None
+        self._probe_for: tuple[Any, ...] | None = None
+        self._missing: list[str] | None = None
+        self._libraries_ok_for: tuple[Any, ...] | None = None
+        self._last_interest = time.monotonic()
+        self._last_change = time.monotonic()
+        self._paused = False
+        self._view: dict[str, Any] = {}
+        self._json = ""
+        self._publish()
+
+    # ----------------------------------------------------------------- reading
+    def snapshot(self) -> dict[str, Any]:
+        return json.loads(self._json)
+
+    def snapshot_json(self) -> str:
+        return self._json
+
+    def touch(self) -> None:
+        """Someone asked about this cluster: keep (or bring) the refresh going."""
+        self._last_interest = time.monotonic()
+        if self._paused:
+            self._wake.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def wait_for_change(self, since: int, timeout: float) -> bool:
+        """Wait until ``version > since`` or ``timeout`` seconds pass; True if it changed."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self.version <= since:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.touch()
+            changed = self._changed
+            try:
+                await asyncio.wait_for(
+                    changed.wait(), min(remaining, max(1.0, self.settings.idle_pause / 2))
+                )
+            except TimeoutError:
+                continue
+        return True
+
+    async def wait_first_read(self, timeout: float) -> None:
+        """Wait (bounded) until the first read brought something better than ``unknown``."""
+        deadline = time.monotonic() + timeout
+        while self.state == "unknown" and not self.not_found:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await self.wait_for_change(self.version, remaining)
+
+    # --------------------------------------------------------------- publishing
+    def _derive(self) -> tuple[str, str]:
+        cid = self.cluster_id
+        if self.operation is not None:
+            step = self.operation["step"]
+            return _STEP_STATE[step], self.operation.get("message") or "Working."
+        if self._op_error:
+            return "error", self._op_error
+        if self._read_error is not None:
+            return "error", self._read_error.message
+        info = self.info
+        if info is None:
+            return "unknown", "Reading the state of the cluster."
+        cs = info.state or "UNKNOWN"
+        why = f": {info.state_message}" if info.state_message else "."
+        if cs == "TERMINATED":
+            return "terminated", f"Cluster {cid} is terminated{why}"
+        if cs == "TERMINATING":
+            return "terminating", f"Cluster {cid} is terminating{why}"
+        if cs in COMING_UP:
+            verb = "restarting" if cs == "RESTARTING" else "starting"
+            return "starting", f"Cluster {cid} is {verb}{why}"
+        if cs in RUNNING:
+            if self._probe_for != self._driver_key():
+                return "unknown", f"Cluster {cid} is running; checking SSH to its driver."
+            if not self.ssh["reachable"]:
+                error = self.ssh.get("error") or "SSH does not answer."
+                return (
+                    "unreachable",
+                    f"Cluster {cid} is running, but its driver cannot be reached: {error}",
+                )
+            if self._missing:
+                return (
+                    "error",
+                    f"The driver of cluster {cid} lacks {', '.join(self._missing)}; "
+                    "start or reconfigure installs it.",
+                )
+            return "connected", f"Connected to the driver of cluster {cid} ({info.public_dns})."
+        return "error", f"Cluster {cid} is in state {cs}{why}"
+
+    def _driver_key(self) -> tuple[Any, ...] | None:
+        if self.info is None:
+            return None
+        return (self.info.driver_start, self.info.public_dns)
+
+    def _kernels(self) -> list[dict[str, str]]:
+        return [
+            {"kernel_id": r.kernel_id, "kernel_state": r.state}
+            for r in self.registry.board.for_cluster(self.profile, self.cluster_id)
+        ]
+
+    def _publish(self) -> None:
+        """Recompute the snapshot; bump the version and wake waiters when anything changed."""
+        state, message = self._derive()
+        info = self.info
+        operation = None
+        if self.operation is not None:
+            operation = {k: v for k, v in self.operation.items() if k != "message"}
+        view = {
+            "profile": self.profile,
+            "cluster_id": self.cluster_id,
+            "cluster_name": info.cluster_name if info else None,
+            "state": state,
+            "cluster_state": info.state if info else None,
+            "message": message,
+            "ssh": dict(self.ssh),
+            "operation": operation,
+            "kernels": self._kernels(),
+        }
+        if view == self._view and self._json:
+            return
+        if (state, message) != (self.state, self.message) or not self.events:
+            self.events.append({"at": utcnow(), "state": state, "message": message})
+        self.state, self.message = state, message
+        self._view = view
+        self.version += 1
+        self.updated_at = utcnow()
+        self._last_change = time.monotonic()
+        body = dict(
+            view, version=self.version, updated_at=self.updated_at, events=list(self.events)
+        )
+        self._json = json.dumps(body)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def note(self, message: str) -> None:
+        """Record an event that is not a state change (e.g. a kernel lost its link)."""
+        self.events.append({"at": utcnow(), "state": self.state, "message": message})
+        self._view = {}
+        self._publish()
+
+    # ------------------------------------------------------------ refreshing
+    def start_refresh(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(
+                self._refresh_loop(), name=f"dbjl-refresh-{self.cluster_id}"
+            )
+
+    def _interval(self) -> float:
+        s = self.settings
+        info = self.info
+        if self._op_running() or info is None or self._read_error is not None:
+            return s.refresh_interval
+        if info.state not in STEADY:
+            return s.refresh_interval
+        if time.monotonic() - self._last_change < s.fast_window:
+            return s.refresh_interval
+        return s.steady_refresh_interval
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                if not self._op_running():
+                    idle = time.monotonic() - self._last_interest
+                    if idle > self.settings.idle_pause:
+                        self._paused = True
+                        self._wake.clear()
+                        await self._wake.wait()
+                        self._paused = False
+                    await self.refresh()
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._interval())
+                except TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the loop must survive any surprise
+                log.exception("Refresh of cluster %s failed", self.cluster_id)
+                await asyncio.sleep(self.settings.refresh_interval)
+
+    async def refresh(self) -> None:
+        """Read the cluster once, then check SSH when it runs."""
+        try:
+            workspace = await self.registry.workspace(self.profile)
+            info = await workspace.get_cluster(self.cluster_id)
+        except NoSuchCluster as err:
+            if self.info is None:
+                self.not_found = True
+            self._read_error = err
+            self.first_read.set()
+            self._publish()
+            return
+        except WorkspaceError as err:
+            self._read_error = err
+            self.first_read.set()
+            self._publish()
+            return
+        if self._op_running():  # the operation reads and probes itself
+            return
+        self._read_error = None
+        self._apply(info)
+        self.first_read.set()
+        self._publish()
+        if info.state in RUNNING:
+            await self._probe(info)
+
+    def _apply(self, info: ClusterInfo) -> None:
+        if self._op_error and info.state != self._op_error_cluster_state:
+            self._op_error = None
+        if self.info is not None and self._driver_key() != (info.driver_start, info.public_dns):
+            self._probe_for = None
+            self._missing = None
+        self.info = info
+        if info.state not in RUNNING:
+            self._probe_for = None
+            if self.ssh["reachable"] or self.ssh["error"] is None:
+                self.ssh = {
+                    "reachable": False,
+                    "checked_at": self.ssh["checked_at"],
+                    "error": "The cluster is not running.",
+                }
+
+    async def _probe(self, info: ClusterInfo) -> None:
+        key = (info.driver_start, info.public_dns)
+        libraries = self._libraries_ok_for != key
+        probe = await self.registry.driver_access.probe(self.profile, info, libraries=libraries)
+        if self._op_running() or self.info is not info:
+            return
+        self.ssh = {"reachable": probe.reachable, "checked_at": utcnow(), "error": probe.error}
+        if probe.missing is not None:
+            self._missing = probe.missing
+            if not probe.missing:
+                self._libraries_ok_for = key
+        self._probe_for = key
+        self._publish()
+
+    # ------------------------------------------------------------- operations
+    def _op_running(self) -> bool:
+        return self._op_task is not None and not self._op_task.done()
+
+    def start_operation(self, kind: str, kernel_id: str | None = None) -> bool:
+        """Begin ``start`` or ``reconfigure``; False when one already runs (nothing new starts)."""
+        if kernel_id:
+            self._op_kernels.add(kernel_id)
+        if self._op_running():
+            return False
+        if kind not in ("start", "reconfigure"):
+            raise ValueError(kind)
+        self._op_error = None
+        first = "starting" if kind == "start" else "configuring"
+        self.operation = {
+            "kind": kind,
+            "step": first,
+            "step_index": STEPS.index(first) + 1,
+            "step_count": len(STEPS),
+            "detail": None,
+            "started_at": utcnow(),
+            "message": "Cluster start requested."
+            if kind == "start"
+            else "Reconfiguring the driver.",
+        }
+        self._op_finished_at = None
+        self.touch()
+        self._publish()
+        self._op_task = asyncio.create_task(
+            self._operate(kind), name=f"dbjl-{kind}-{self.cluster_id}"
+        )
+        return True
+
+    def _step(self, step: str, message: str) -> None:
+        assert self.operation is not None
+        self.operation.update(
+            step=step, step_index=STEPS.index(step) + 1, detail=None, message=message
+        )
+        self._publish()
+
+    def _detail(self, line: str) -> None:
+        if self.operation is not None:
+            self.operation["detail"] = line[:500]
+            self._publish()
+
+    async def _read(self, workspace: Any) -> ClusterInfo:
+        info = await workspace.get_cluster(self.cluster_id)
+        self._read_error = None
+        self._apply(info)
+        self._publish()
+        return info
+
+    async def _operate(self, kind: str) -> None:
+        try:
+            await asyncio.wait_for(self._operation_steps(kind), self.settings.operation_timeout)
+        except asyncio.CancelledError:
+            self.operation = None
+            self._publish()
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure ends as a sentence
+            message = _error_sentence(err, kind)
+            log.warning("The %s of cluster %s failed: %s", kind, self.cluster_id, message)
+            if not isinstance(err, WorkspaceError | OperationFailed):
+                log.debug("Details of the failure", exc_info=err)
+            self._op_error = message
+            self._op_error_cluster_state = self.info.state if self.info else None
+            self.operation = None
+            self._op_kernels.clear()
+            self._publish()
+            self._wake.set()
+        else:
+            self._op_finished_at = time.monotonic()
+            self._op_kernels.clear()
+            asyncio.get_running_loop().call_later(self.settings.done_linger, self._clear_done)
+            self._wake.set()
+
+    def _clear_done(self) -> None:
+        if (
+            not self._op_running()
+            and self.operation is not None
+            and self.operation["step"] == "done"
+        ):
+            self.operation = None
+            self._publish()
+
+    async def _operation_steps(self, kind: str) -> None:
+        cid = self.cluster_id
+        workspace = await self.registry.workspace(self.profile)
+        identity = self.settings.driver.identity_file_for(self.profile)
+        public_key = await asyncio.to_thread(public_key_for, identity)
+        info = await self._read(workspace)
+        if kind == "start":
+            info = await self._bring_up(workspace, info, public_key)
+        elif info.state not in RUNNING:
+            raise OperationFailed(f"Cluster {cid} is not running ({info.state}); start it instead.")
+
+        self._step("configuring", f"Preparing SSH to the driver of cluster {cid}.")
+        if public_key is None:
+            raise OperationFailed(
+                f"There is no SSH public key at {identity}.pub for profile {self.profile}; "
+                "create the key pair with the databrickslabs-jupyterlab command line first."
+            )
+        if not key_installed(public_key, info.ssh_public_keys):
+            self._detail(
+                "Adding the SSH key to the cluster (Databricks restarts a running cluster)."
+            )
+            await workspace.set_ssh_public_keys(cid, [*info.ssh_public_keys, public_key])
+            await asyncio.sleep(self.settings.refresh_interval)
+            info = await self._wait_running(workspace, await self._read(workspace))
+        self._detail("Logging in to the driver over SSH.")
+        access = self.registry.driver_access
+        conn = await access.connect(self.profile, info, self.settings.ssh_ready_timeout)
+        key = (info.driver_start, info.public_dns)
+        self.ssh = {"reachable": True, "checked_at": utcnow(), "error": None}
+        self._probe_for = key
+        try:
+            self._step("installing", f"Checking the libraries on the driver of cluster {cid}.")
+            await access.prepare(conn, self._detail)
+        finally:
+            await access.close(conn)
+        self._missing = []
+        self._libraries_ok_for = key
+
+        self._step("restarting-kernels", "Restarting the notebook kernels of this cluster.")
+        kernel_ids = sorted(
+            {
+                r.kernel_id
+                for r in self.registry.board.for_cluster(self.profile, cid)
+                if r.state != "dead"
+            }
+            | self._op_kernels
+        )
+        if kernel_ids and self.registry.restart_kernels is not None:
+            self._detail(f"Restarting {len(kernel_ids)} kernel(s).")
+            await self.registry.restart_kernels(self.profile, cid, kernel_ids)
+        self._step("done", f"Connected to the driver of cluster {cid} ({info.public_dns}).")
+
+    async def _bring_up(
+        self, workspace: Any, info: ClusterInfo, public_key: str | None
+    ) -> ClusterInfo:
+        """Start (or wait for) the cluster until Databricks says RUNNING."""
+        cid = self.cluster_id
+        requested = False
+        while True:
+            state = info.state
+            if state in RUNNING:
+                return info
+            if state == "TERMINATED":
+                if requested:
+                    raise OperationFailed(
+                        f"Cluster {cid} terminated while starting"
+                        + (f": {info.state_message}" if info.state_message else ".")
+                    )
+                if public_key and not key_installed(public_key, info.ssh_public_keys):
+                    self._detail("Adding the SSH key to the cluster.")
+                    await workspace.set_ssh_public_keys(cid, [*info.ssh_public_keys, public_key])
+                self._detail("Asking Databricks to start the cluster.")
+                try:
+                    await workspace.start_cluster(cid)
+                except WorkspaceError as err:
+                    if err.code != "invalid_state":
+                        raise
+                requested = True
+                self.events.append(
+                    {"at": utcnow(), "state": "starting", "message": "Cluster start requested."}
+                )
+                self._view = {}
+                self._publish()
+            elif state == "TERMINATING":
+                self._detail("Waiting for the cluster to finish terminating before starting it.")
+            elif state in COMING_UP:
+                self._detail(f"Waiting for the cluster to be running ({state}).")
+            else:
+                raise OperationFailed(
+                    f"Cluster {cid} cannot be started from state {state}"
+                    + (f": {info.state_message}" if info.state_message else ".")
+                )
+            await asyncio.sleep(self.settings.refresh_interval)
+            info = await self._read(workspace)
+
+    async def _wait_running(self, workspace: Any, info: ClusterInfo) -> ClusterInfo:
+        while info.state not in RUNNING:
+            if info.state not in COMING_UP:
+                raise OperationFailed(
+                    f"Cluster {self.cluster_id} stopped ({info.state}) while applying the SSH key."
+                )
+            await asyncio.sleep(self.settings.refresh_interval)
+            info = await self._read(workspace)
+        return info
+
+    # ------------------------------------------------------------------ closing
+    async def close(self) -> None:
+        tasks = [t for t in (self._task, self._op_task) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110
+                pass
+
+
+class ClusterRegistry:
+    """All watched clusters of this server, plus the shared workspace clients and SSH access."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings | None = None,
+        *,
+        restart_kernels: RestartKernels | None = None,
+        driver_access: Any = None,
+        workspace_factory: WorkspaceFactory | None = None,
+        board: kernelstate.KernelBoard | None = None,
+    ) -> None:
+        self.settings = settings or ServiceSettings()
+        self.restart_kernels = restart_kernels
+        self.driver_access = driver_access or DriverAccess(
+            self.settings.driver, self.settings.ssh_check_timeout
+        )
+        self._workspace_factory = workspace_factory
+        self.board = board or kernelstate.board
+        self._connections: dict[tuple[str, str], ClusterConnection] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._profiles: tuple[float, list[ProfileInfo]] | None = None
+
+    # ------------------------------------------------------------------- life
+    def start(self) -> None:
+        """Subscribe to the kernel board; must run on the server's event loop."""
+        self._loop = asyncio.get_running_loop()
+        if self._unsubscribe is None:
+            self._unsubscribe = self.board.subscribe(self._on_kernel)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        connections = list(self._connections.values())
+        self._connections.clear()
+        await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
+
+    def _on_kernel(self, record: kernelstate.KernelRecord) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if _running_loop() is loop:
+            self._kernel_changed(record)
+        else:
+            loop.call_soon_threadsafe(self._kernel_changed, record)
+
+    def _kernel_changed(self, record: kernelstate.KernelRecord) -> None:
+        conn = self._connections.get((record.profile, record.cluster_id))
+        if conn is None:
+            return
+        if record.state in ("disconnected", "dead"):
+            conn.note(
+                f"Kernel {record.kernel_id} is {record.state}"
+                + (f": {record.message}" if record.message else ".")
+            )
+            conn._wake.set()
+        else:
+            conn._publish()
+
+    # ------------------------------------------------------------- workspaces
+    async def workspace(self, profile: str) -> Any:
+        if self._workspace_factory is not None:
+            return await self._workspace_factory(profile)
+        s = self.settings
+        return await Workspace.for_profile(
+            profile,
+            config_file=s.config_file,
+            retry_timeout=s.retry_timeout,
+            http_timeout=s.http_timeout,
+        )
+
+    async def profiles(self) -> list[ProfileInfo]:
+        """Profiles of the config file, re-read at most every couple of seconds (off the loop)."""
+        now = time.monotonic()
+        if (
+            self._profiles is not None
+            and now - self._profiles[0] < self.settings.profile_cache_seconds
+        ):
+            return self._profiles[1]
+        profiles = await asyncio.to_thread(list_profiles, self.settings.config_file)
+        self._profiles = (time.monotonic(), profiles)
+        return profiles
+
+    async def profile_exists(self, profile: str) -> bool:
+        if any(p.name == profile for p in await self.profiles()):
+            return True
+        self._profiles = None  # maybe just added: read the file again
+        return any(p.name == profile for p in await self.profiles())
+
+    # ------------------------------------------------------------ connections
+    def get(self, profile: str, cluster_id: str) -> ClusterConnection | None:
+        return self._connections.get((profile, cluster_id))
+
+    def watch(self, profile: str, cluster_id: str) -> ClusterConnection:
+        key = (profile, cluster_id)
+        conn = self._connections.get(key)
+        if conn is None:
+            if self._loop is None:
+                self.start()
+            conn = ClusterConnection(self, profile, cluster_id)
+            self._connections[key] = conn
+        conn.start_refresh()
+        return conn
+
+    async def connection(self, profile: str, cluster_id: str) -> ClusterConnection:
+        """The connection of a cluster, registering it (and waiting briefly for its first read).
+
+        Raises NoSuchCluster when the workspace says the cluster does not exist.
+        """
+        conn = self._connections.get((profile, cluster_id))
+        if conn is not None and not conn.not_found:
+            conn.touch()
+            if conn.paused:
+                await conn.wait_for_change(conn.version, self.settings.first_read_wait)
+            return conn
+        conn = self.watch(profile, cluster_id)
+        conn.touch()
+        await conn.wait_first_read(self.settings.first_read_wait)
+        if conn.not_found:
+            await self.forget(profile, cluster_id)
+            assert conn._read_error is not None
+            raise conn._read_error
+        return conn
+
+    async def forget(self, profile: str, cluster_id: str) -> None:
+        conn = self._connections.pop((profile, cluster_id), None)
+        if conn is not None:
+            await conn.close()
+
+    def connections(self) -> Iterable[ClusterConnection]:
+        return list(self._connections.values())
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,361 @@
+"""OpenAPI 3 description of REST API v1, served at ``{base}/openapi.json``.
+
+Built in Python so that the state and step vocabularies come from the code that uses them;
+the test suite validates real responses against it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from . import __version__
+from .clusters import STATES, STEPS
+from .kernelstate import KERNEL_STATES
+
+_NULLABLE_STR = {"type": "string", "nullable": True}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def _error(description: str, codes: list[str]) -> dict[str, Any]:
+    return {
+        "description": description + " (`error`: " + ", ".join(f"`{c}`" for c in codes) + ")",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+_COMMON = {
+    "403": _error("Not logged in or not authorized", ["forbidden"]),
+    "503": _error("The workspace API is unreachable or keeps failing", ["workspace_unavailable"]),
+    "502": _error(
+        "The workspace refused the profile's credentials or answered with an unexpected error",
+        ["workspace_auth_failed", "workspace_permission_denied", "workspace_error"],
+    ),
+}
+
+_PROFILE_PARAM = {
+    "name": "profile",
+    "in": "path",
+    "required": True,
+    "description": "A profile of the Databricks config file.",
+    "schema": {"type": "string"},
+}
+_CLUSTER_PARAM = {
+    "name": "cluster_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9A-Za-z][0-9A-Za-z-]{0,99}$"},
+}
+
+
+def build_openapi() -> dict[str, Any]:
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["message", "reason", "error"],
+            "properties": {
+                "message": {"type": "string", "description": "One human sentence."},
+                "reason": {"type": "string", "nullable": True},
+                "error": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+            },
+        },
+        "Ssh": {
+            "type": "object",
+            "required": ["reachable", "checked_at", "error"],
+            "properties": {
+                "reachable": {"type": "boolean"},
+                "checked_at": {**_TIME, "nullable": True},
+                "error": _NULLABLE_STR,
+            },
+        },
+        "Operation": {
+            "type": "object",
+            "nullable": True,
+            "required": ["kind", "step", "step_index", "step_count", "started_at"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["start", "reconfigure"]},
+                "step": {"type": "string", "enum": list(STEPS)},
+                "step_index": {"type": "integer", "minimum": 1, "maximum": len(STEPS)},
+                "step_count": {"type": "integer", "enum": [len(STEPS)]},
+                "detail": {**_NULLABLE_STR, "description": "Latest progress line."},
+                "started_at": _TIME,
+            },
+        },
+        "Event": {
+            "type": "object",
+            "required": ["at", "state", "message"],
+            "properties": {
+                "at": _TIME,
+                "state": {"type": "string", "enum": list(STATES)},
+                "message": {"type": "string"},
+            },
+        },
+        "ClusterKernel": {
+            "type": "object",
+            "required": ["kernel_id", "kernel_state"],
+            "properties": {
+                "kernel_id": {"type": "string"},
+                "kernel_state": {"type": "string", "enum": list(KERNEL_STATES)},
+            },
+        },
+        "ClusterStatus": {
+            "type": "object",
+            "required": [
+                "profile",
+                "cluster_id",
+                "cluster_name",
+                "state",
+                "cluster_state",
+                "message",
+                "ssh",
+                "operation",
+                "version",
+                "updated_at",
+                "events",
+            ],
+            "properties": {
+                "profile": {"type": "string"},
+                "cluster_id": {"type": "string"},
+                "cluster_name": _NULLABLE_STR,
+                "state": {
+                    "type": "string",
+                    "enum": list(STATES),
+                    "description": "unknown: not read yet; terminated/terminating: as Databricks "
+                    "says; starting: PENDING/RESTARTING or a start waiting for RUNNING; "
+                    "configuring/installing: an operation prepares SSH / driver libraries; "
+                    "connected: running, SSH login works, libraries present; unreachable: "
+                    "running but SSH fails; error: the last operation failed, the API answers "
+                    "with an error, or the driver lacks libraries (see message).",
+                },
+                "cluster_state": {**_NULLABLE_STR, "description": "Databricks state as last read."},
+                "message": {"type": "string"},
+                "ssh": {"$ref": "#/components/schemas/Ssh"},
+                "operation": {"$ref": "#/components/schemas/Operation"},
+                "version": {"type": "integer", "minimum": 1},
+                "updated_at": _TIME,
+                "events": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/Event"},
+                    "description": "Newest last, bounded.",
+                },
+                "kernels": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/ClusterKernel"},
+                    "description": "Kernels of this server on this cluster (extension of v1).",
+                },
+            },
+        },
+        "KernelStatus": {
+            "type": "object",
+            "required": ["kernel_id", "profile", "cluster_id", "kernel_state", "cluster"],
+            "properties": {
+                "kernel_id": {"type": "string"},
+                "profile": {"type": "string"},
+                "cluster_id": {"type": "string"},
+                "kernel_state": {"type": "string", "enum": list(KERNEL_STATES)},
+                "cluster": {"$ref": "#/components/schemas/ClusterStatus"},
+            },
+        },
+        "Profiles": {
+            "type": "object",
+            "required": ["profiles"],
+            "properties": {
+                "profiles": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "host", "auth_type", "ssh_key"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string"},
+                            "host": _NULLABLE_STR,
+                            "auth_type": {"type": "string"},
+                            "ssh_key": {"type": "string", "enum": ["ok", "missing"]},
+                        },
+                    },
+                }
+            },
+        },
+        "Clusters": {
+            "type": "object",
+            "required": ["clusters"],
+            "properties": {
+                "clusters": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["cluster_id", "cluster_name", "state", "ssh_key_installed"],
+                        "properties": {
+                            "cluster_id": {"type": "string"},
+                            "cluster_name": _NULLABLE_STR,
+                            "state": _NULLABLE_STR,
+                            "ssh_key_installed": {"type": "boolean"},
+                        },
+                    },
+                }
+            },
+        },
+        "StartBody": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"kernel_id": {"type": "string"}},
+        },
+    }
+    cluster_params = [_PROFILE_PARAM, _CLUSTER_PARAM]
+    bad_input = _error(
+        "Bad input", ["invalid_profile", "invalid_cluster_id", "invalid_body", "invalid_query"]
+    )
+    unknown = _error("Unknown profile, cluster or kernel", ["no_such_profile", "no_such_cluster"])
+
+    def operation(kind: str, extra: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "post": {
+                "operationId": kind + "Cluster",
+                "summary": f"Begin a {kind} operation (single-flight)",
+                "parameters": cluster_params,
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/StartBody"}}
+                    },
+                },
+                "responses": {
+                    "202": _ok("The operation runs (or already ran)", "ClusterStatus"),
+                    "400": bad_input,
+                    "404": _error(
+                        "Unknown profile, cluster or kernel",
+                        ["no_such_profile", "no_such_cluster", "no_such_kernel"],
+                    ),
+                    **extra,
+                    **_COMMON,
+                },
+            }
+        }
+
+    paths = {
+        "/profiles": {
+            "get": {
+                "operationId": "listProfiles",
+                "summary": "Profiles of the Databricks config file (never a token)",
+                "responses": {"200": _ok("Profiles", "Profiles"), "403": _COMMON["403"]},
+            }
+        },
+        "/clusters": {
+            "get": {
+                "operationId": "listClusters",
+                "parameters": [
+                    {
+                        "name": "profile",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _ok("Clusters of the profile's workspace", "Clusters"),
+                    "400": bad_input,
+                    "404": unknown,
+                    **_COMMON,
+                },
+            }
+        },
+        "/clusters/{profile}/{cluster_id}": {
+            "get": {
+                "operationId": "getClusterStatus",
+                "summary": "The cluster's status; with wait and since, a long poll",
+                "parameters": [
+                    *cluster_params,
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer"},
+                    },
+                ],
+                "responses": {
+                    "200": _ok(
+                        "Status (answered once version > since, or after wait s)", "ClusterStatus"
+                    ),
+                    "400": bad_input,
+                    "404": unknown,
+                    **_COMMON,
+                },
+            }
+        },
+        "/clusters/{profile}/{cluster_id}/start": operation("start", {}),
+        "/clusters/{profile}/{cluster_id}/reconfigure": operation(
+            "reconfigure",
+            {"409": _error("The cluster is not running", ["cluster_not_running"])},
+        ),
+        "/kernels/{kernel_id}": {
+            "get": {
+                "operationId": "getKernelStatus",
+                "parameters": [
+                    {
+                        "name": "kernel_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _ok("The kernel and its cluster", "KernelStatus"),
+                    "404": _error(
+                        "Unknown kernel or not a Databricks kernel",
+                        ["no_such_kernel", "not_a_databricks_kernel", "no_such_cluster"],
+                    ),
+                    **_COMMON,
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "responses": {
+                    "200": {
+                        "description": "This document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "403": _COMMON["403"],
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "databrickslabs-jupyterlab REST API",
+            "version": "1." + __version__,
+            "description": "Cluster status and operations for Jupyter kernels on Databricks drivers. "
+            "Every endpoint needs the Jupyter login (token header or cookie); POSTs are "
+            "XSRF-protected like every Jupyter POST.",
+        },
+        "servers": [{"url": "/databrickslabs-jupyterlab/api/v1"}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "token": {"type": "apiKey", "in": "header", "name": "Authorization"}
+            },
+        },
+        "security": [{"token": []}],
+        "paths": paths,
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def openapi_json() -> str:
+    return json.dumps(build_openapi())
