@@ -124,9 +124,7 @@ def create_kernelspec(
             ksm.remove_kernel_spec(old.name)
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "kernel.json").write_text(json.dumps(spec, indent=1))
-        ksm.install_kernel_spec(
-            tmp, name, user=user and prefix is None, replace=True, prefix=prefix
-        )
+        ksm.install_kernel_spec(tmp, name, user=user and prefix is None, prefix=prefix)
     return name
 
 

@@ -1,0 +1,113 @@
+"""Kernelspecs: display-name grammar, folder names, and create/list/delete in a private HOME."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.provisioning import KernelProvisionerFactory
+
+from databrickslabs_jupyterlab import kernelspecs
+from databrickslabs_jupyterlab.provisioner import PROVISIONER_NAME
+
+
+@pytest.fixture
+def ksm(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> KernelSpecManager:
+    for name in ("JUPYTER_DATA_DIR", "JUPYTER_PATH", "JUPYTER_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(isolated_home / "jupyter-data"))
+    return KernelSpecManager()
+
+
+def test_display_name_with_and_without_env() -> None:
+    assert (
+        kernelspecs.display_name("0806-143104-skirt84", "demo", "bernhard-5.5-ml", "dj")
+        == "SSH 0806-143104-skirt84 demo:bernhard-5.5-ml (dj)"
+    )
+    # env equal to the cluster name (spaces read as underscores) is left out
+    assert kernelspecs.display_name("0806-1", "demo", "ds", "ds") == "SSH 0806-1 demo:ds"
+    assert kernelspecs.display_name("0806-1", "demo", "my ds", "my_ds") == "SSH 0806-1 demo:my ds"
+
+
+def test_kernel_name_is_sanitized_and_lowercase() -> None:
+    name = kernelspecs.kernel_name("SSH 0419-084056-basal1 AWS-ffm:Standard 7.3 (dj/Spark)")
+    assert name == "ssh__ssh0419-084056-basal1aws-ffmstandard7.3djspark"
+
+
+def test_environment_name_never_fails_outside_conda() -> None:
+    assert kernelspecs.environment_name({"VIRTUAL_ENV": "/home/u/venvs/spark-env"}) == "spark-env"
+    assert kernelspecs.environment_name({"CONDA_DEFAULT_ENV": "dj"}) == "dj"
+    plain = kernelspecs.environment_name({})
+    assert plain and " " not in plain
+    if sys.prefix == sys.base_prefix:
+        assert plain.startswith("python3.") or Path(sys.prefix).name == plain
+
+
+def test_kernel_json_holds_no_host_or_token() -> None:
+    spec = kernelspecs.kernel_json("demo", "0806-143104-skirt84", "ds", env="dj")
+    assert spec["metadata"] == {
+        "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME, "config": {}},
+        "databricks": {"profile": "demo", "cluster_id": "0806-143104-skirt84"},
+    }
+    assert spec["interrupt_mode"] == "signal"
+    assert spec["env"] == {}
+    text = json.dumps(spec)
+    assert "http" not in text and "token" not in text.lower()
+    assert "{connection_file}" in spec["argv"]
+
+
+@pytest.mark.parametrize(
+    ("profile", "cluster_id"),
+    [("demo", "bad id"), ("demo", "-x"), ("bad profile", "0806-1"), ("demo", "a;rm -rf /")],
+)
+def test_invalid_names_are_refused(profile: str, cluster_id: str) -> None:
+    with pytest.raises(ValueError):
+        kernelspecs.kernel_json(profile, cluster_id, "ds")
+
+
+def test_create_list_delete(ksm: KernelSpecManager, isolated_home: Path) -> None:
+    name = kernelspecs.create_kernelspec("demo", "0806-1", "ds", env="dj", manager=ksm)
+    assert name == "ssh__ssh0806-1demodsdj"
+    other = kernelspecs.create_kernelspec("work", "0901-2", "etl", env="etl", manager=ksm)
+    assert other == "ssh__ssh0901-2worketl"
+
+    listed = {s.name: s for s in kernelspecs.list_kernelspecs(ksm)}
+    assert set(listed) == {name, other}
+    assert listed[name].display_name == "SSH 0806-1 demo:ds (dj)"
+    assert (listed[name].profile, listed[name].cluster_id) == ("demo", "0806-1")
+    assert Path(listed[name].resource_dir).is_relative_to(isolated_home)
+
+    # jupyter_client sees the provisioner (the spec would be hidden otherwise)
+    spec = ksm.get_kernel_spec(name)
+    assert KernelProvisionerFactory.instance().is_provisioner_available(spec)
+    assert kernelspecs.cluster_of(spec) == ("demo", "0806-1")
+
+    # a new cluster name for the same cluster replaces the old spec
+    renamed = kernelspecs.create_kernelspec("demo", "0806-1", "ds2", env="dj", manager=ksm)
+    assert {s.name for s in kernelspecs.list_kernelspecs(ksm)} == {renamed, other}
+
+    assert kernelspecs.delete_kernelspec(renamed, manager=ksm)
+    assert not kernelspecs.delete_kernelspec(renamed, manager=ksm)
+    assert kernelspecs.delete_kernelspecs(profile="work", manager=ksm) == [other]
+    assert kernelspecs.list_kernelspecs(ksm) == []
+
+
+def test_list_ignores_other_kernels(ksm: KernelSpecManager, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "SSH lookalike",
+                "language": "python",
+            }
+        )
+    )
+    ksm.install_kernel_spec(str(plain), "ssh_lookalike", user=True)
+    assert kernelspecs.list_kernelspecs(ksm) == []
+    assert not kernelspecs.delete_kernelspec("ssh_lookalike", manager=ksm)
+    assert "ssh_lookalike" in ksm.find_kernel_specs()
