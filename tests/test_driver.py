@@ -1,0 +1,253 @@
+"""Driver libraries over real SSH (OpenSSH sshd) with a throw-away venv as the driver Python."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import platform
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from databrickslabs_jupyterlab import ssh
+from databrickslabs_jupyterlab.driver import (
+    DriverError,
+    check_libraries,
+    install_libraries,
+    parse_requirements,
+    prepare_driver,
+    remote_packages,
+    remote_python_version,
+)
+from databrickslabs_jupyterlab.settings import DriverSettings
+from databrickslabs_jupyterlab.ssh import HostKeyStore, SshError
+
+CLUSTER = "0123-456789-driver01"
+PROBE = "dbjl-probe"
+
+
+def build_wheel(folder: Path, name: str = PROBE, version: str = "1.0") -> Path:
+    """A minimal pure-Python wheel, written by hand (no build backend, no network)."""
+    module = name.replace("-", "_")
+    dist_info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist_info}/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: dbjl-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
+    wheel = folder / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def driver_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A venv that sees the system packages (ipykernel, pip) and takes installs itself."""
+    venv = tmp_path_factory.mktemp("driver") / "python"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+    )
+    return str(venv / "bin" / "python")
+
+
+@pytest.fixture
+def wheels(tmp_path: Path) -> Path:
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    build_wheel(folder)
+    return folder
+
+
+def driver_settings(home: Path, sshd, driver_python: str, **overrides: object) -> DriverSettings:  # noqa: ANN001
+    values: dict[str, object] = {
+        "ssh_port": sshd.port,
+        "ssh_user": sshd.user,
+        "identity_file": sshd.identity_file,
+        "ssh_config_file": str(home / ".ssh" / "config"),
+        "state_dir": str(home / ".databrickslabs_jupyterlab"),
+        "driver_python": driver_python,
+        "sudo": "never",
+    }
+    values.update(overrides)
+    return DriverSettings(**values)  # type: ignore[arg-type]
+
+
+def on_driver(settings: DriverSettings, body):  # noqa: ANN001
+    async def main():  # noqa: ANN202
+        target = ssh.resolve_target(CLUSTER, "127.0.0.1", "demo", settings)
+        conn = await ssh.connect(target, settings, host_keys=HostKeyStore(settings.state_path))
+        try:
+            return await body(conn)
+        finally:
+            conn.close()
+            await conn.wait_closed()
+
+    return asyncio.run(main())
+
+
+def test_check_libraries(isolated_home: Path, sshd, driver_python: str) -> None:  # noqa: ANN001
+    settings = driver_settings(
+        isolated_home,
+        sshd,
+        driver_python,
+        driver_requirements=(
+            "ipykernel>=6.0",
+            "IPyKernel",
+            "ipykernel<1",
+            'ipykernel<1; python_version < "3.0"',
+            "dbjl-not-there>=1",
+        ),
+    )
+    import ipykernel
+
+    check = on_driver(settings, lambda conn: check_libraries(conn, settings, sshd.user))
+    assert check.installed["ipykernel"] == ipykernel.__version__
+    assert check.installed["IPyKernel"] == ipykernel.__version__
+    assert check.installed["dbjl-not-there"] is None
+    assert check.missing == ["ipykernel<1", "dbjl-not-there>=1"]
+
+
+def test_prepare_installs_once(isolated_home: Path, sshd, driver_python: str, wheels: Path) -> None:  # noqa: ANN001
+    settings = driver_settings(
+        isolated_home,
+        sshd,
+        driver_python,
+        pip_args=("--no-index", "--find-links", str(wheels)),
+        driver_requirements=("ipykernel>=6.0", f"{PROBE}==1.0"),
+    )
+    progress: list[str] = []
+
+    installed = on_driver(
+        settings, lambda conn: prepare_driver(conn, settings, sshd.user, progress.append)
+    )
+    assert installed == [f"{PROBE}==1.0"]
+    assert progress and all(line.startswith("pip: ") for line in progress)
+    assert any(line.startswith("pip: Successfully installed dbjl-probe-1.0") for line in progress)
+    assert not any("WARNING" in line for line in progress)
+    probe = subprocess.run(
+        [driver_python, "-c", "import dbjl_probe; print(dbjl_probe.VERSION)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "1.0"
+
+    progress.clear()
+    again = on_driver(
+        settings, lambda conn: prepare_driver(conn, settings, sshd.user, progress.append)
+    )
+    assert again == [] and progress == []  # nothing to do: pip did not even run
+
+
+def test_install_failure_reports_pip_lines(
+    isolated_home: Path,
+    sshd,
+    driver_python: str,
+    wheels: Path,  # noqa: ANN001
+) -> None:
+    settings = driver_settings(
+        isolated_home, sshd, driver_python, pip_args=("--no-index", "--find-links", str(wheels))
+    )
+    progress: list[str] = []
+    with pytest.raises(DriverError) as caught:
+        on_driver(
+            settings,
+            lambda conn: install_libraries(
+                conn, settings, sshd.user, ["dbjl-absent==9.9"], progress.append
+            ),
+        )
+    message = caught.value.message
+    assert message.startswith("Installing dbjl-absent==9.9 on the driver failed (pip exit status")
+    assert "No matching distribution found for dbjl-absent==9.9" in message
+    assert any(line.startswith("pip: ERROR") for line in progress)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "ipykernel; rm -rf /",
+        "-e git+https://example.com/x.git",
+        "--index-url=https://evil.example.com",
+        "ipykernel >= 6 $(id)",
+        "",
+        "pkg==1.0 && echo",
+    ],
+)
+def test_bad_requirements_are_rejected_before_any_remote_call(bad: str) -> None:
+    settings = DriverSettings(driver_requirements=(bad,))
+    # conn=None: any attempt to reach the driver would fail differently.
+    with pytest.raises(DriverError, match="is not a Python requirement"):
+        asyncio.run(install_libraries(None, settings, "ubuntu", [bad], lambda line: None))  # type: ignore[arg-type]
+    with pytest.raises(DriverError, match="is not a Python requirement"):
+        asyncio.run(check_libraries(None, settings, "ubuntu"))  # type: ignore[arg-type]
+    with pytest.raises(DriverError):
+        asyncio.run(prepare_driver(None, settings, "ubuntu", lambda line: None))  # type: ignore[arg-type]
+
+
+def test_parse_requirements_accepts_pep508() -> None:
+    parsed = parse_requirements(
+        ["ipykernel>=6,<8", "a[b]==1; python_version>'3'", "x @ https://e/x.whl"]
+    )
+    assert [r.name for r in parsed] == ["ipykernel", "a", "x"]
+
+
+def test_remote_packages_and_python_version(isolated_home: Path, sshd, driver_python: str) -> None:  # noqa: ANN001
+    settings = driver_settings(isolated_home, sshd, driver_python)
+
+    async def body(conn):  # noqa: ANN001
+        return (
+            await remote_packages(conn, settings, sshd.user),
+            await remote_python_version(conn, settings, sshd.user),
+        )
+
+    packages, version = on_driver(settings, body)
+    import ipykernel
+
+    assert packages["ipykernel"] == ipykernel.__version__
+    assert version == platform.python_version()
+
+
+def test_missing_driver_python_is_a_clear_error(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+    settings = driver_settings(isolated_home, sshd, "/nonexistent/python/bin/python")
+    with pytest.raises(DriverError, match="does not exist on the driver") as caught:
+        on_driver(settings, lambda conn: check_libraries(conn, settings, sshd.user))
+    assert isinstance(caught.value, SshError)
+
+
+def test_install_uses_sudo_when_settings_say_so(
+    isolated_home: Path,
+    sshd,
+    driver_python: str,
+    wheels: Path,  # noqa: ANN001
+) -> None:
+    settings = driver_settings(
+        isolated_home,
+        sshd,
+        driver_python,
+        sudo="always",
+        pip_args=("--no-index", "--find-links", str(wheels)),
+    )
+    on_driver(
+        settings,
+        lambda conn: install_libraries(
+            conn, settings, sshd.user, [f"{PROBE}==1.0"], lambda line: None
+        ),
+    )
+    (logged,) = sshd.sudo_log.read_text().splitlines()
+    assert logged.startswith(f"-n -- {driver_python} -m pip install --disable-pip-version-check")
+    assert logged.endswith(f"--find-links {wheels} {PROBE}==1.0")
