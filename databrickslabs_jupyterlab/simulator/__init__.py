@@ -1,0 +1,255 @@
+"""A Databricks workspace simulator for tests and demos.
+
+A real HTTP server speaking the REST subset the product uses (through the unmodified
+databricks-sdk), a faithful cluster lifecycle, and a real SSH server per running cluster that
+accepts only the cluster's ``ssh_public_keys`` and runs real processes. Controls let tests and
+demos terminate clusters, fail API calls, add latency and break SSH on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hmac
+import random
+import secrets
+import shutil
+import string
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+
+from .api import make_app
+from .driver import SSH_MODES, ensure_driver_env, free_port
+from .keys import make_keypair
+from .lifecycle import SimCluster
+
+__all__ = ["SSH_MODES", "SimCluster", "Simulator", "SimulatorThread", "make_keypair"]
+
+_INITIAL_STATES = ("TERMINATED", "RUNNING", "PENDING")
+
+
+def default_state_dir() -> Path:
+    return Path("~/.cache/databrickslabs_jupyterlab/simulator").expanduser()
+
+
+class Simulator:
+    """The workspace and its clusters. Lives on one asyncio loop."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        time_scale: float = 1.0,
+        state_dir: str | Path | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self._rng = random.Random(seed)
+        self.token = token or "dapi" + "".join(self._rng.choices("0123456789abcdef", k=32))
+        if seed is None and token is None:
+            self.token = "dapi" + secrets.token_hex(16)
+        self.time_scale = time_scale
+        self.state_dir = Path(state_dir).expanduser() if state_dir else default_state_dir()
+        self.driver_python = str(self.state_dir / "driver" / "python" / "bin" / "python")
+        self.workspace_id = str(self._rng.randint(10**15, 10**16 - 1))
+        self.latency = 0.0
+        #: Seconds announced in ``Retry-After`` of injected 429/503 answers.
+        self.retry_after = 1
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.url = ""
+        self.host = "127.0.0.1"
+        self._clusters: dict[str, SimCluster] = {}
+        self._failures: list[tuple[int, str | None]] = []
+        self._server: tornado.httpserver.HTTPServer | None = None
+        self._bin_dir: Path | None = None
+        # Homes of the simulated drivers: private to this instance, removed by stop().
+        self._runtime: Path | None = Path(tempfile.mkdtemp(prefix="dbjl-sim-"))
+        self._started = False
+
+    # -- life --------------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        python, bin_dir = await asyncio.to_thread(ensure_driver_env, self.state_dir)
+        self.driver_python = str(python)
+        self._bin_dir = bin_dir
+        sockets = tornado.netutil.bind_sockets(port, host)
+        self._server = tornado.httpserver.HTTPServer(make_app(self))
+        self._server.add_sockets(sockets)
+        bound = sockets[0].getsockname()[1]
+        self.host = host
+        self.url = f"http://{host}:{bound}"
+        self._started = True
+        for cluster in self._clusters.values():
+            if cluster.state == "RUNNING" and not cluster.driver.listening:
+                cluster.boot_now()
+            elif cluster.state == "PENDING" and cluster._task is None:
+                cluster.state = "TERMINATED"
+                cluster.start()
+
+    async def stop(self) -> None:
+        """Stop HTTP and every driver; kill all processes started over SSH."""
+        if self._server is not None:
+            self._server.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.close_all_connections(), 2)
+            self._server = None
+        await asyncio.gather(
+            *(c.shutdown() for c in self._clusters.values()), return_exceptions=True
+        )
+        if self._runtime is not None:
+            await asyncio.to_thread(shutil.rmtree, self._runtime, True)
+            self._runtime = None
+        self._started = False
+
+    # -- clusters ----------------------------------------------------------------------------
+    def _new_cluster_id(self) -> str:
+        stamp = time.strftime("%m%d-%H%M%S", time.gmtime())
+        while True:
+            suffix = "".join(self._rng.choices(string.ascii_lowercase + string.digits, k=8))
+            cluster_id = f"{stamp}-{suffix}"
+            if cluster_id not in self._clusters:
+                return cluster_id
+
+    def add_cluster(
+        self,
+        name: str,
+        *,
+        cluster_id: str | None = None,
+        state: str = "TERMINATED",
+        ssh_public_keys: Iterable[str] = (),
+        autotermination_minutes: int = 120,
+        spark_version: str = "15.4.x-scala2.12",
+        num_workers: int = 0,
+    ) -> str:
+        """Add a cluster; with ``state="RUNNING"`` its driver listens when this returns
+        (or when :meth:`start` runs, if the simulator is not started yet)."""
+        if state not in _INITIAL_STATES:
+            raise ValueError(f"state must be one of {', '.join(_INITIAL_STATES)}")
+        cluster_id = cluster_id or self._new_cluster_id()
+        if cluster_id in self._clusters:
+            raise ValueError(f"cluster {cluster_id} exists already")
+        cluster = SimCluster(
+            cluster_id,
+            name,
+            ssh_port=free_port(),
+            time_scale=self.time_scale,
+            rng=self._rng,
+            ssh_public_keys=ssh_public_keys,
+            autotermination_minutes=autotermination_minutes,
+            spark_version=spark_version,
+            num_workers=num_workers,
+            bin_dir=lambda: self._bin_dir,
+            home_dir=self._home_for(cluster_id),
+        )
+        cluster.seed_history(state)
+        self._clusters[cluster_id] = cluster
+        if state == "RUNNING":
+            cluster.state = "RUNNING"
+            if self._started:
+                cluster.boot_now()
+        elif state == "PENDING":
+            cluster.state = "PENDING"
+            if self._started:
+                cluster.state = "TERMINATED"
+                cluster.start()
+        return cluster_id
+
+    def _home_for(self, cluster_id: str) -> Path:
+        assert self._runtime is not None, "the simulator was stopped"
+        return self._runtime / "clusters" / cluster_id / "home"
+
+    def cluster(self, cluster_id: str) -> SimCluster:
+        try:
+            return self._clusters[cluster_id]
+        except KeyError:
+            raise KeyError(f"no simulated cluster {cluster_id}") from None
+
+    @property
+    def clusters(self) -> list[SimCluster]:
+        return list(self._clusters.values())
+
+    async def terminate(self, cluster_id: str, reason: str = "INACTIVITY") -> None:
+        """RUNNING (or PENDING/RESTARTING) -> TERMINATING now, TERMINATED after 3 s x time_scale.
+        Returns when TERMINATING has begun and the driver's processes are gone."""
+        await self.cluster(cluster_id).terminate(reason)
+
+    async def wait_state(self, cluster_id: str, state: str, timeout: float = 30) -> None:
+        cluster = self.cluster(cluster_id)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while cluster.state != state:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"cluster {cluster_id} is {cluster.state}, not {state}, after {timeout} s"
+                )
+            event = cluster.changed
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
+    # -- controls ----------------------------------------------------------------------------
+    def fail_next(self, n: int, status: int, path: str | None = None) -> None:
+        """The next ``n`` API calls (whose path starts with ``path``, if given) answer ``status``."""
+        if not 400 <= int(status) <= 599:
+            raise ValueError("status must be an HTTP error status (4xx or 5xx)")
+        self._failures.extend([(int(status), path)] * int(n))
+
+    def _take_failure(self, path: str) -> int | None:
+        for index, (status, prefix) in enumerate(self._failures):
+            if prefix is None or path.startswith(prefix):
+                del self._failures[index]
+                return status
+        return None
+
+    def _token_matches(self, credential: str) -> bool:
+        return hmac.compare_digest(credential.encode(), self.token.encode())
+
+    def set_ssh_mode(self, cluster_id: str, mode: str) -> None:
+        if mode not in SSH_MODES:
+            raise ValueError(f"ssh mode must be one of {', '.join(SSH_MODES)}")
+        driver = self.cluster(cluster_id).driver
+        driver.mode = mode
+        if mode != "hang":
+            for sock in list(driver._hung):
+                sock.close()
+            driver._hung.clear()
+
+    async def drop_ssh(self, cluster_id: str) -> int:
+        """Abort live SSH connections of the cluster's driver; processes keep running."""
+        return self.cluster(cluster_id).driver.drop()
+
+    # -- profile text ------------------------------------------------------------------------
+    def profile_text(self, profile: str = "demo") -> str:
+        return f"[{profile}]\nhost = {self.url}\ntoken = {self.token}\n"
+
+    def ssh_config_entry(self, cluster_id: str, identity_file: str) -> str:
+        cluster = self.cluster(cluster_id)
+        return (
+            f"Host {cluster_id}\n"
+            f"  HostName 127.0.0.1\n"
+            f"  Port {cluster.ssh_port}\n"
+            f"  User ubuntu\n"
+            f"  IdentityFile {identity_file}\n"
+        )
+
+    def _describe(self, cluster: SimCluster) -> dict[str, Any]:
+        return {
+            "cluster_id": cluster.cluster_id,
+            "cluster_name": cluster.name,
+            "state": cluster.state,
+            "ssh_port": cluster.ssh_port,
+            "ssh_mode": cluster.ssh_mode,
+            "ssh_connections": cluster.driver.connection_count,
+            "host_key": cluster.host_key,
+            "start_time": cluster.start_time,
+            "driver_start": cluster.driver_start,
+        }
+
+
+from .thread import SimulatorThread  # noqa: E402

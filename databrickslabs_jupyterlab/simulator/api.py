@@ -1,0 +1,434 @@
+"""The workspace REST subset, as databricks-sdk calls it, plus ``/_sim`` controls.
+
+Paths, verbs, query parameters, bodies and error shapes are those of the Databricks REST API
+2.0/2.1 (``{"error_code": ..., "message": ...}``), so that the product talks to the simulator
+through the unmodified SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+import tornado.web
+
+from .lifecycle import ClusterStateError
+
+if TYPE_CHECKING:
+    from . import Simulator
+
+_STATUS_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "ENDPOINT_NOT_FOUND",
+    409: "RESOURCE_CONFLICT",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    500: "INTERNAL_ERROR",
+    502: "BAD_GATEWAY",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_STATUS_MESSAGES = {
+    429: "Too many requests. Please wait a moment and try again.",
+    500: "Internal error. Please try again later.",
+    502: "Bad gateway.",
+    503: "The service is temporarily unavailable. Please try again later.",
+    504: "The request timed out.",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+class _Base(tornado.web.RequestHandler):
+    """Auth, latency, injected failures and call counting for every simulator endpoint."""
+
+    is_api = True
+
+    def initialize(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def check_xsrf_cookie(self) -> None:  # an API, not a browser form
+        return None
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Server", "databricks-simulator")
+
+    async def prepare(self) -> None:
+        if self.is_api:
+            self.sim.calls[f"{self.request.method} {self.request.path}"] += 1
+            if self.sim.latency > 0:
+                await asyncio.sleep(self.sim.latency)
+            failure = self.sim._take_failure(self.request.path)
+            if failure is not None:
+                raise ApiError(
+                    failure,
+                    _STATUS_CODES.get(failure, "INTERNAL_ERROR"),
+                    _STATUS_MESSAGES.get(failure, "Simulated failure."),
+                )
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not credential:
+            raise ApiError(
+                401,
+                "UNAUTHENTICATED",
+                "Credential was not sent or was of an unsupported type for this API.",
+            )
+        if not self.sim._token_matches(credential.strip()):
+            raise ApiError(401, "UNAUTHENTICATED", "Invalid access token.")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            body = {"error_code": exc.error_code, "message": exc.message}
+            if exc.status in (429, 503):
+                self.set_header("Retry-After", str(self.sim.retry_after))
+        elif status_code in (404, 405):
+            self.set_status(404)
+            body = {
+                "error_code": "ENDPOINT_NOT_FOUND",
+                "message": f"No API found for '{self.request.method} {self.request.path}'",
+            }
+        else:
+            body = {
+                "error_code": _STATUS_CODES.get(status_code, "INTERNAL_ERROR"),
+                "message": self._reason,
+            }
+        self.finish(json.dumps(body))
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            status_code = exc.status
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError):
+            return
+        super().log_exception(typ, value, tb)
+
+    # -- request helpers ---------------------------------------------------------------------
+    def body(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            data = json.loads(self.request.body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ApiError(
+                400,
+                "MALFORMED_REQUEST",
+                "Invalid JSON given in the body of the request - expected a map",
+            )
+        return data
+
+    def cluster_id(self, source: dict[str, Any] | None) -> str:
+        if source is None:
+            value = self.get_query_argument("cluster_id", None)
+        else:
+            value = source.get("cluster_id")
+        if not value or not isinstance(value, str):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: cluster_id")
+        return value
+
+    def cluster(self, cluster_id: str) -> Any:
+        cluster = self.sim._clusters.get(cluster_id)
+        if cluster is None:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Cluster {cluster_id} does not exist")
+        return cluster
+
+    def reply(self, data: Any) -> None:
+        self.finish(json.dumps(data))
+
+
+class WellKnownHandler(_Base):
+    is_api = False
+
+    async def prepare(self) -> None:  # no auth, like the real discovery endpoint
+        return None
+
+    def get(self) -> None:
+        self.reply({"workspace_id": self.sim.workspace_id, "cloud": "aws", "oidc_endpoint": ""})
+
+
+class ClustersGet(_Base):
+    def get(self) -> None:
+        self.reply(self.cluster(self.cluster_id(None)).to_json())
+
+
+class ClustersList(_Base):
+    def get(self) -> None:
+        clusters = sorted(self.sim._clusters.values(), key=lambda c: c.name)
+        offset = 0
+        token = self.get_query_argument("page_token", None)
+        if token:
+            try:
+                offset = int(base64.urlsafe_b64decode(token.encode()).decode())
+            except ValueError as exc:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "Invalid page token") from exc
+        size_arg = self.get_query_argument("page_size", None)
+        size = int(size_arg) if size_arg and size_arg.isdigit() and int(size_arg) > 0 else 100
+        page = clusters[offset : offset + size]
+        data: dict[str, Any] = {"clusters": [c.to_json() for c in page]}
+        if offset + size < len(clusters):
+            data["next_page_token"] = base64.urlsafe_b64encode(str(offset + size).encode()).decode()
+        if offset > 0:
+            data["prev_page_token"] = base64.urlsafe_b64encode(
+                str(max(offset - size, 0)).encode()
+            ).decode()
+        self.reply(data)
+
+
+class ClustersStart(_Base):
+    def post(self) -> None:
+        cluster = self.cluster(self.cluster_id(self.body()))
+        try:
+            cluster.start()
+        except ClusterStateError as exc:
+            raise ApiError(400, "INVALID_STATE", str(exc)) from exc
+        self.reply({})
+
+
+class ClustersRestart(_Base):
+    def post(self) -> None:
+        cluster = self.cluster(self.cluster_id(self.body()))
+        try:
+            cluster.restart()
+        except ClusterStateError as exc:
+            raise ApiError(400, "INVALID_STATE", str(exc)) from exc
+        self.reply({})
+
+
+class ClustersDelete(_Base):
+    """``clusters/delete`` terminates (the cluster stays listed, as in a real workspace)."""
+
+    async def post(self) -> None:
+        cluster = self.cluster(self.cluster_id(self.body()))
+        cluster._begin_terminate("USER_REQUEST")
+        self.reply({})
+
+
+class ClustersEdit(_Base):
+    def post(self) -> None:
+        body = self.body()
+        cluster = self.cluster(self.cluster_id(body))
+        if not body.get("spark_version"):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: spark_version")
+        keys = body.get("ssh_public_keys")
+        if keys is not None:
+            if not isinstance(keys, list) or len(keys) > 10:
+                raise ApiError(
+                    400,
+                    "INVALID_PARAMETER_VALUE",
+                    "ssh_public_keys must be a list of at most 10 keys",
+                )
+            for key in keys:
+                try:
+                    asyncssh.import_public_key(str(key))
+                except (asyncssh.KeyImportError, ValueError) as exc:
+                    raise ApiError(
+                        400, "INVALID_PARAMETER_VALUE", "Invalid SSH public key in ssh_public_keys"
+                    ) from exc
+        try:
+            cluster.edit(body)
+        except ClusterStateError as exc:
+            raise ApiError(400, "INVALID_STATE", str(exc)) from exc
+        self.reply({})
+
+
+class ClustersEvents(_Base):
+    def post(self) -> None:
+        body = self.body()
+        cluster = self.cluster(self.cluster_id(body))
+        # The index breaks ties between events of the same millisecond.
+        events = [dict(e, _i=i) for i, e in enumerate(cluster.events)]
+        if body.get("start_time") is not None:
+            events = [e for e in events if e["timestamp"] >= int(body["start_time"])]
+        if body.get("end_time") is not None:
+            events = [e for e in events if e["timestamp"] <= int(body["end_time"])]
+        if body.get("event_types"):
+            wanted = set(body["event_types"])
+            events = [e for e in events if e["type"] in wanted]
+        order = str(body.get("order") or "DESC").upper()
+        if order not in ("ASC", "DESC"):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid order: {order}")
+        events.sort(key=lambda e: (e["timestamp"], e["_i"]), reverse=order == "DESC")
+        for event in events:
+            del event["_i"]
+        total = len(events)
+        if body.get("page_token") is not None or body.get("page_size") is not None:
+            size = int(body.get("page_size") or 50)
+            offset = 0
+            if body.get("page_token"):
+                try:
+                    offset = int(
+                        base64.urlsafe_b64decode(str(body["page_token"]).encode()).decode()
+                    )
+                except ValueError as exc:
+                    raise ApiError(400, "INVALID_PARAMETER_VALUE", "Invalid page token") from exc
+            page = events[offset : offset + size]
+            nxt = offset + size if offset + size < total else None
+            prev = max(offset - size, 0) if offset > 0 else None
+            self.reply(
+                {
+                    "events": page,
+                    "next_page_token": _token(nxt),
+                    "prev_page_token": _token(prev),
+                    "total_count": 0,
+                }
+            )
+            return
+        limit = int(body.get("limit") or 50)
+        if not 0 < limit <= 500:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "limit must be between 1 and 500")
+        offset = int(body.get("offset") or 0)
+        page = events[offset : offset + limit]
+        data: dict[str, Any] = {"events": page, "total_count": total}
+        if offset + limit < total:
+            data["next_page"] = {**body, "offset": offset + limit, "limit": limit}
+        self.reply(data)
+
+
+def _token(offset: int | None) -> str:
+    if offset is None:
+        return ""
+    return base64.urlsafe_b64encode(str(offset).encode()).decode()
+
+
+class LibrariesStatus(_Base):
+    def get(self) -> None:
+        cluster_id = self.cluster_id(None)
+        cluster = self.cluster(cluster_id)
+        data: dict[str, Any] = {"cluster_id": cluster_id}
+        if cluster.libraries:
+            data["library_statuses"] = [dict(lib) for lib in cluster.libraries]
+        self.reply(data)
+
+
+class LibrariesInstall(_Base):
+    def post(self) -> None:
+        body = self.body()
+        cluster = self.cluster(self.cluster_id(body))
+        libraries = body.get("libraries")
+        if not isinstance(libraries, list) or not all(isinstance(x, dict) for x in libraries):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: libraries")
+        cluster.install_libraries(libraries)
+        self.reply({})
+
+
+# -- controls -------------------------------------------------------------------------------
+class _Control(_Base):
+    is_api = False
+
+    def control_cluster(self, cluster_id: str) -> Any:
+        cluster = self.sim._clusters.get(cluster_id)
+        if cluster is None:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Cluster {cluster_id} does not exist")
+        return cluster
+
+
+class SimTerminate(_Control):
+    async def post(self, cluster_id: str) -> None:
+        self.control_cluster(cluster_id)
+        reason = str(self.body().get("reason") or "INACTIVITY")
+        await self.sim.terminate(cluster_id, reason)
+        self.reply(self.sim._clusters[cluster_id].to_json())
+
+
+class SimFail(_Control):
+    def post(self) -> None:
+        body = self.body()
+        try:
+            n = int(body.get("n", 1))
+            status = int(body.get("status", 503))
+        except (TypeError, ValueError) as exc:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "n and status must be integers") from exc
+        path = body.get("path")
+        self.sim.fail_next(n, status, path if isinstance(path, str) and path else None)
+        self.reply({"n": n, "status": status, "path": path})
+
+
+class SimLatency(_Control):
+    def post(self) -> None:
+        try:
+            seconds = float(self.body().get("seconds", 0))
+        except (TypeError, ValueError) as exc:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "seconds must be a number") from exc
+        if seconds < 0:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "seconds must not be negative")
+        self.sim.latency = seconds
+        self.reply({"seconds": seconds})
+
+
+class SimSshMode(_Control):
+    def post(self, cluster_id: str) -> None:
+        self.control_cluster(cluster_id)
+        mode = self.body().get("mode")
+        try:
+            self.sim.set_ssh_mode(cluster_id, str(mode))
+        except ValueError as exc:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", str(exc)) from exc
+        self.reply({"cluster_id": cluster_id, "mode": mode})
+
+
+class SimDropSsh(_Control):
+    async def post(self, cluster_id: str) -> None:
+        self.control_cluster(cluster_id)
+        dropped = await self.sim.drop_ssh(cluster_id)
+        self.reply({"cluster_id": cluster_id, "dropped": dropped})
+
+
+class SimCalls(_Control):
+    def get(self) -> None:
+        self.reply(dict(self.sim.calls))
+
+
+class SimClusters(_Control):
+    def get(self) -> None:
+        self.reply({"clusters": [self.sim._describe(c) for c in self.sim._clusters.values()]})
+
+
+class NotFound(_Base):
+    def prepare(self) -> Any:
+        raise tornado.web.HTTPError(404)
+
+
+def make_app(sim: Simulator) -> tornado.web.Application:
+    kw = {"sim": sim}
+    cid = r"([^/]+)"
+    return tornado.web.Application(
+        [
+            (r"/\.well-known/databricks-config", WellKnownHandler, kw),
+            (r"/api/2\.1/clusters/get", ClustersGet, kw),
+            (r"/api/2\.1/clusters/list", ClustersList, kw),
+            (r"/api/2\.1/clusters/start", ClustersStart, kw),
+            (r"/api/2\.1/clusters/restart", ClustersRestart, kw),
+            (r"/api/2\.1/clusters/delete", ClustersDelete, kw),
+            (r"/api/2\.1/clusters/edit", ClustersEdit, kw),
+            (r"/api/2\.1/clusters/events", ClustersEvents, kw),
+            (r"/api/2\.0/libraries/cluster-status", LibrariesStatus, kw),
+            (r"/api/2\.0/libraries/install", LibrariesInstall, kw),
+            (rf"/_sim/clusters/{cid}/terminate", SimTerminate, kw),
+            (rf"/_sim/clusters/{cid}/ssh", SimSshMode, kw),
+            (rf"/_sim/clusters/{cid}/drop-ssh", SimDropSsh, kw),
+            (r"/_sim/fail", SimFail, kw),
+            (r"/_sim/latency", SimLatency, kw),
+            (r"/_sim/calls", SimCalls, kw),
+            (r"/_sim/clusters", SimClusters, kw),
+            (r".*", NotFound, kw),
+        ],
+        default_handler_class=NotFound,
+        default_handler_args=kw,
+        log_function=lambda handler: None,
+    )
