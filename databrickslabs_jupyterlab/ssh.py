@@ -381,16 +381,19 @@ class HostKeyStore:
             )
             self._write(name, text, driver_start)
             return
-        since = (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(reference / 1000))
-            if reference is not None
-            else "the key was recorded"
-        )
+        if name.startswith("jump-"):
+            why = "changed"
+        else:
+            since = (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(reference / 1000))
+                if reference is not None
+                else "the key was recorded"
+            )
+            why = f"changed although the driver was not restarted since {since}"
         raise HostKeyChanged(
-            f"Connection refused: the host key of {what} changed although the driver was not "
-            f"restarted since {since} (recorded {_fingerprint(record['key'])}, offered "
-            f"{key.get_fingerprint()}). If you trust the change, forget the recorded key "
-            f"(delete {self._path(name)}) and connect again."
+            f"Connection refused: the host key of {what} {why} (recorded "
+            f"{_fingerprint(record['key'])}, offered {key.get_fingerprint()}). If you trust the "
+            f"change, forget the recorded key (delete {self._path(name)}) and connect again."
         )
 
     def forget(self, cluster_id: str) -> None:
@@ -496,10 +499,12 @@ def _connect_error(exc: BaseException, hop: _Hop, timeout: float) -> SshError:
             f"cluster's SSH public keys."
         )
     if isinstance(exc, asyncssh.KeyImportError):
-        return SshAuthFailed(
-            f"The SSH key {hop.identity_file} could not be loaded ({exc.reason if hasattr(exc, 'reason') else exc}); "
-            f"keys protected by a passphrase are not supported."
-        )
+        if "passphrase" in str(exc).lower():
+            return SshAuthFailed(
+                f"The SSH key {hop.identity_file} is protected by a passphrase; use a key "
+                f"without one for the cluster (no SSH agent is consulted)."
+            )
+        return SshAuthFailed(f"The SSH key {hop.identity_file} could not be read: {exc}.")
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         return SshError(f"The host key of the {where} could not be verified: {exc.reason}.")
     if isinstance(exc, asyncssh.DisconnectError):
@@ -580,7 +585,9 @@ async def _connect_hop(
         if client.refusal is not None:
             raise client.refusal from None
         raise _connect_error(exc, hop, timeout) from None
-    except ValueError as exc:  # asyncssh raises it for bad options (for example a key file)
+    except asyncssh.KeyImportError as exc:
+        raise _connect_error(exc, hop, timeout) from None
+    except ValueError as exc:  # asyncssh raises it for bad options
         raise SshError(f"SSH to the {hop.label} could not start: {exc}.") from None
     return conn
 
@@ -857,7 +864,7 @@ async def upload(
         data = local_path_or_bytes
     else:
         data = await asyncio.to_thread(Path(local_path_or_bytes).read_bytes)
-    script = 'umask 077 && cat > "$1" && chmod "$2" "$1"'
+    script = 'umask 077 && rm -f -- "$1" && cat > "$1" && chmod "$2" "$1"'
     result = await run(
         conn,
         ["sh", "-c", script, "sh", remote_path, format(mode, "o")],

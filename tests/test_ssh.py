@@ -337,6 +337,10 @@ def test_run_timeout_closes_channel(isolated_home: Path, sshd) -> None:  # noqa:
         assert time.monotonic() - started < 3
         # The connection is still usable afterwards.
         assert (await ssh.run(conn, ["echo", "ok"])).stdout == "ok\n"
+        conn.close()
+        await conn.wait_closed()
+        with pytest.raises(SshUnreachable, match="SSH connection failed"):
+            await ssh.run(conn, ["echo", "too late"])
 
     asyncio.run(_session(target, settings, body))
 
@@ -465,6 +469,20 @@ def test_wrong_key_is_auth_failure(isolated_home: Path, sshd) -> None:  # noqa: 
     write_keypair(other)
     target, settings = sshd_target(isolated_home, sshd, identity_file=str(other))
     with pytest.raises(SshAuthFailed, match="refused the SSH login"):
+        asyncio.run(ssh.connect(target, settings, host_keys=HostKeyStore(settings.state_path)))
+    garbage = isolated_home / ".ssh" / "id_garbage"
+    garbage.write_text("not a key")
+    target, settings = sshd_target(isolated_home, sshd, identity_file=str(garbage))
+    with pytest.raises(SshAuthFailed, match="could not be read"):
+        asyncio.run(ssh.connect(target, settings, host_keys=HostKeyStore(settings.state_path)))
+    locked = isolated_home / ".ssh" / "id_locked"
+    locked.write_bytes(
+        asyncssh.generate_private_key("ssh-ed25519").export_private_key(
+            "pkcs8-pem", passphrase="pw"
+        )
+    )
+    target, settings = sshd_target(isolated_home, sshd, identity_file=str(locked))
+    with pytest.raises(SshAuthFailed, match="protected by a passphrase"):
         asyncio.run(ssh.connect(target, settings, host_keys=HostKeyStore(settings.state_path)))
     missing = isolated_home / ".ssh" / "id_missing"
     target, settings = sshd_target(isolated_home, sshd, identity_file=str(missing))
