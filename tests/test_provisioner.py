@@ -1,0 +1,315 @@
+"""The SSH kernel provisioner against real SSH servers.
+
+Two drivers: the workspace simulator's (asyncssh, real processes, host key renewed per start)
+and Debian's OpenSSH sshd reached through a ``Host <cluster_id>`` entry in ``~/.ssh/config``.
+In both cases the cluster itself is looked up in the simulator over HTTP. Both run on this
+machine, so the tests can look at the remote processes and files through /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.manager import AsyncKernelManager, KernelManager
+from nbclient import NotebookClient
+
+from databrickslabs_jupyterlab import kernelspecs
+from databrickslabs_jupyterlab.kernelstate import board
+from databrickslabs_jupyterlab.workspace import Workspace
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def jupyter_dirs(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("JUPYTER_PATH", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(isolated_home / "jupyter-data"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(isolated_home / "jupyter-runtime"))
+    return isolated_home
+
+
+@pytest.fixture
+def running_cluster(simulator: Any, sim_profile: Any, jupyter_dirs: Path) -> Any:
+    """The simulator's cluster, started through the workspace API and RUNNING."""
+
+    async def start() -> None:
+        ws = await Workspace.for_profile(sim_profile.name)
+        await ws.start_cluster(sim_profile.cluster_id)
+
+    asyncio.run(start())
+    simulator.wait_state(sim_profile.cluster_id, "RUNNING", timeout=30)
+    return sim_profile
+
+
+@pytest.fixture
+def sim_kernel(running_cluster: Any) -> str:
+    """A kernelspec for the simulator's driver."""
+    return kernelspecs.create_kernelspec(
+        running_cluster.name, running_cluster.cluster_id, "sim-cluster", env="test"
+    )
+
+
+@pytest.fixture
+def sshd_kernel(
+    running_cluster: Any, sshd: Any, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A kernelspec whose cluster id is routed to OpenSSH sshd by ~/.ssh/config."""
+    config = isolated_home / ".ssh" / "config"
+    config.write_text(
+        f"Host {running_cluster.cluster_id}\n"
+        "  HostName 127.0.0.1\n"
+        f"  Port {sshd.port}\n"
+        f"  User {sshd.user}\n"
+        f"  IdentityFile {sshd.identity_file}\n"
+    )
+    monkeypatch.setenv("DBJL_DRIVER_PYTHON", sys.executable)
+    monkeypatch.setenv("DBJL_SUDO", "never")
+    return kernelspecs.create_kernelspec(
+        running_cluster.name, running_cluster.cluster_id, "sim-cluster", env="sshd"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
+
+
+def _exists(*parts: str) -> bool:
+    return Path(*parts).exists()
+
+
+def _read(*parts: str) -> str:
+    return Path(*parts).read_bytes().decode(errors="replace")
+
+
+def _mode(*parts: str) -> int:
+    return Path(*parts).stat().st_mode & 0o777
+
+
+async def _wait_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _start(kernel_name: str) -> tuple[AsyncKernelManager, Any]:
+    km = AsyncKernelManager(kernel_name=kernel_name)
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=30)
+    return km, kc
+
+
+async def _run(kc: Any, code: str, timeout: float = 20) -> tuple[dict, list[str]]:
+    outputs: list[str] = []
+
+    def hook(msg: dict) -> None:
+        if msg["msg_type"] == "stream":
+            outputs.append(msg["content"]["text"])
+        elif msg["msg_type"] == "execute_result":
+            outputs.append(msg["content"]["data"]["text/plain"])
+
+    reply = await kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+    return reply, outputs
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_notebook_runs_on_the_remote_kernel_via_sshd(sshd_kernel: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import os\nos.environ.get('DBJL_REMOTE_KERNEL'), os.getpid()"),
+        nbformat.v4.new_code_cell("a = 42"),
+        nbformat.v4.new_code_cell("print(a * 2)"),
+        nbformat.v4.new_code_cell("open(f'/proc/{os.getppid()}/cmdline').read()"),
+    ]
+    NotebookClient(nb, kernel_name=sshd_kernel, timeout=30, startup_timeout=60).execute()
+    marker, pid = eval(nb.cells[0].outputs[0]["data"]["text/plain"])  # noqa: S307 - own output
+    assert marker == "1"  # set only in the remote kernel's environment
+    assert pid != os.getpid()
+    assert "DBJL_REMOTE_KERNEL" not in os.environ
+    assert nb.cells[2].outputs[0]["text"] == "84\n"
+    # the kernel's parent is the bootstrap that sshd started, not this process
+    parent_cmdline = nb.cells[3].outputs[0]["data"]["text/plain"]
+    assert "dbjl-kernel-" in parent_cmdline and "ipykernel_launcher" in parent_cmdline
+    assert not _alive(pid)  # nbclient shut the kernel down: nothing left on the "driver"
+
+
+def test_interrupt_restart_shutdown_via_sshd(sshd_kernel: str, sshd: Any) -> None:
+    async def scenario() -> None:
+        km, kc = await _start(sshd_kernel)
+        prov = km.provisioner
+        pid, run_dir = prov.pid, prov.run_dir
+        assert _alive(pid) and _exists(run_dir, "kernel.json")
+        assert _mode(run_dir, "kernel.json") == 0o600
+        # the HMAC key is in the file, never on a command line
+        key = km.session.key.decode()
+        cmdline = _read(f"/proc/{pid}/cmdline")
+        assert key not in cmdline and key in _read(run_dir, "kernel.json")
+
+        msg_id = kc.execute("while True: pass")
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await km.interrupt_kernel()
+        while True:
+            reply = await kc.get_shell_msg(timeout=10)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert time.monotonic() - started < 5
+        reply, out = await _run(kc, "1 + 1")
+        assert out == ["2"]
+
+        await _run(kc, "x = 'before restart'")
+        await km.restart_kernel()
+        await kc.wait_for_ready(timeout=30)
+        assert await _wait_gone(pid), "the old kernel survived the restart"
+        new_pid = km.provisioner.pid
+        assert new_pid != pid and _alive(new_pid)
+        reply, out = await _run(kc, "'x' in dir()")
+        assert out == ["False"]
+        record = board.get(km.kernel_id)
+        assert record is not None and record.state == "running"
+
+        new_run_dir = km.provisioner.run_dir
+        kc.stop_channels()
+        await km.shutdown_kernel()
+        assert await _wait_gone(new_pid), "the kernel survived the shutdown"
+        assert not _exists(new_run_dir)
+        assert not _exists(run_dir)
+        assert board.get(km.kernel_id).state == "dead"
+
+    asyncio.run(scenario())
+
+
+def test_kill_leaves_no_remote_process(sim_kernel: str) -> None:
+    async def scenario() -> None:
+        km, kc = await _start(sim_kernel)
+        pid = km.provisioner.pid
+        kc.execute("import time\nwhile True: time.sleep(1)")
+        await asyncio.sleep(0.3)
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+        assert await _wait_gone(pid, 5)
+
+    asyncio.run(scenario())
+
+
+def test_changed_host_key_without_driver_restart_is_refused(sshd_kernel: str, sshd: Any) -> None:
+    async def scenario() -> None:
+        km, kc = await _start(sshd_kernel)  # records the host key
+        kc.stop_channels()
+        await km.shutdown_kernel()
+
+        sshd.restart_with_new_host_key()  # same address, new key, no new driver start
+        km2 = AsyncKernelManager(kernel_name=sshd_kernel)
+        with pytest.raises(Exception, match="(?i)host key") as info:
+            await km2.start_kernel()
+        assert "refused" in str(info.value)
+        assert board.get(km2.kernel_id).state == "dead"
+
+    asyncio.run(scenario())
+
+
+def test_dropped_link_is_reported_disconnected(sim_kernel: str, simulator: Any) -> None:
+    async def scenario() -> None:
+        km, kc = await _start(sim_kernel)
+        pid = km.provisioner.pid
+        assert board.get(km.kernel_id).state == "running"
+        assert await km.is_alive()
+
+        dropped = simulator.drop_ssh(km.provisioner.cluster_id)
+        assert dropped >= 1
+        started = time.monotonic()
+        while board.get(km.kernel_id).state != "disconnected":
+            assert time.monotonic() - started < 15, "the lost link went unnoticed"
+            await asyncio.sleep(0.1)
+        assert not await km.is_alive()  # what Jupyter's restarter looks at
+
+        # Shutting down reaches the driver again and removes the orphan.
+        kc.stop_channels()
+        await km.shutdown_kernel()
+        assert await _wait_gone(pid)
+        assert board.get(km.kernel_id).state == "dead"
+
+    asyncio.run(scenario())
+
+
+def test_remote_environment_holds_no_token(
+    sim_kernel: str, simulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABRICKS_TOKEN", simulator.token)
+    monkeypatch.setenv("DBJL_LOCAL_ONLY", "local")
+
+    async def scenario() -> None:
+        km, kc = await _start(sim_kernel)
+        try:
+            _, out = await _run(
+                kc, "import os\nprint(sorted(os.environ.items()))\nprint(os.environ['HOME'])"
+            )
+            text = "".join(out)
+            assert simulator.token not in text
+            assert "DATABRICKS_TOKEN" not in text and "DBJL_LOCAL_ONLY" not in text
+            assert "DBJL_CLUSTER_ID" in text
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+
+    asyncio.run(scenario())
+
+
+def test_blocking_kernel_manager_like_jupyter_console(sim_kernel: str) -> None:
+    """The synchronous API runs no event loop between calls; the channels must still flow."""
+    km = KernelManager(kernel_name=sim_kernel)
+    km.start_kernel()
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=30)
+        time.sleep(0.5)  # idle time without any jupyter_client call
+        outputs: list[str] = []
+        reply = kc.execute_interactive(
+            "import sys; print(sys.executable)",
+            timeout=20,
+            output_hook=lambda m: outputs.append(m["content"].get("text", "")),
+        )
+        assert reply["content"]["status"] == "ok"
+        assert "driver" in "".join(outputs)  # the simulator's driver venv
+        kc.stop_channels()
+    finally:
+        pid = km.provisioner.pid
+        km.shutdown_kernel()
+    assert asyncio.run(_wait_gone(pid))
+
+
+def test_terminated_cluster_gives_a_clear_error(
+    simulator: Any, sim_profile: Any, jupyter_dirs: Path
+) -> None:
+    name = kernelspecs.create_kernelspec(sim_profile.name, sim_profile.cluster_id, "sim-cluster")
+
+    async def scenario() -> None:
+        km = AsyncKernelManager(kernel_name=name)
+        with pytest.raises(Exception, match="TERMINATED"):
+            await km.start_kernel()
+
+    asyncio.run(scenario())
