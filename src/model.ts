@@ -102,6 +102,9 @@ export class StatusModel implements IDisposable {
       standby: () =>
         this._kernelId === null || this._notOurs ? true : 'when-hidden'
     });
+    // The constructor raises `max` to lumino's default (30 s); the setter
+    // keeps the configured one.
+    this._poll.frequency = this._frequency();
     void this._poll.start();
   }
 
