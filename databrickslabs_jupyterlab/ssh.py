@@ -595,7 +595,9 @@ async def _connect_hop(
 _background: set[asyncio.Task[None]] = set()
 
 
-def _close_with(conn: asyncssh.SSHClientConnection, jumps: list[asyncssh.SSHClientConnection]):
+def _close_with(
+    conn: asyncssh.SSHClientConnection, jumps: list[asyncssh.SSHClientConnection]
+) -> None:
     """Close the jump connections once the final connection is gone."""
 
     async def watch() -> None:

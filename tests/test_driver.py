@@ -9,8 +9,11 @@ import platform
 import subprocess
 import sys
 import zipfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import asyncssh
 import pytest
 
 from databrickslabs_jupyterlab import ssh
@@ -25,6 +28,7 @@ from databrickslabs_jupyterlab.driver import (
 )
 from databrickslabs_jupyterlab.settings import DriverSettings
 from databrickslabs_jupyterlab.ssh import HostKeyStore, SshError
+from tests.fixtures.sshd import Sshd
 
 CLUSTER = "0123-456789-driver01"
 PROBE = "dbjl-probe"
@@ -73,7 +77,9 @@ def wheels(tmp_path: Path) -> Path:
     return folder
 
 
-def driver_settings(home: Path, sshd, driver_python: str, **overrides: object) -> DriverSettings:  # noqa: ANN001
+def driver_settings(
+    home: Path, sshd: Sshd, driver_python: str, **overrides: object
+) -> DriverSettings:
     values: dict[str, object] = {
         "ssh_port": sshd.port,
         "ssh_user": sshd.user,
@@ -87,8 +93,10 @@ def driver_settings(home: Path, sshd, driver_python: str, **overrides: object) -
     return DriverSettings(**values)  # type: ignore[arg-type]
 
 
-def on_driver(settings: DriverSettings, body):  # noqa: ANN001
-    async def main():  # noqa: ANN202
+def on_driver(
+    settings: DriverSettings, body: Callable[[asyncssh.SSHClientConnection], Awaitable[Any]]
+) -> Any:
+    async def main() -> Any:
         target = ssh.resolve_target(CLUSTER, "127.0.0.1", "demo", settings)
         conn = await ssh.connect(target, settings, host_keys=HostKeyStore(settings.state_path))
         try:
@@ -100,7 +108,7 @@ def on_driver(settings: DriverSettings, body):  # noqa: ANN001
     return asyncio.run(main())
 
 
-def test_check_libraries(isolated_home: Path, sshd, driver_python: str) -> None:  # noqa: ANN001
+def test_check_libraries(isolated_home: Path, sshd: Sshd, driver_python: str) -> None:
     settings = driver_settings(
         isolated_home,
         sshd,
@@ -122,7 +130,9 @@ def test_check_libraries(isolated_home: Path, sshd, driver_python: str) -> None:
     assert check.missing == ["ipykernel<1", "dbjl-not-there>=1"]
 
 
-def test_prepare_installs_once(isolated_home: Path, sshd, driver_python: str, wheels: Path) -> None:  # noqa: ANN001
+def test_prepare_installs_once(
+    isolated_home: Path, sshd: Sshd, driver_python: str, wheels: Path
+) -> None:
     settings = driver_settings(
         isolated_home,
         sshd,
@@ -156,9 +166,9 @@ def test_prepare_installs_once(isolated_home: Path, sshd, driver_python: str, wh
 
 def test_install_failure_reports_pip_lines(
     isolated_home: Path,
-    sshd,
+    sshd: Sshd,
     driver_python: str,
-    wheels: Path,  # noqa: ANN001
+    wheels: Path,
 ) -> None:
     settings = driver_settings(
         isolated_home, sshd, driver_python, pip_args=("--no-index", "--find-links", str(wheels))
@@ -206,10 +216,12 @@ def test_parse_requirements_accepts_pep508() -> None:
     assert [r.name for r in parsed] == ["ipykernel", "a", "x"]
 
 
-def test_remote_packages_and_python_version(isolated_home: Path, sshd, driver_python: str) -> None:  # noqa: ANN001
+def test_remote_packages_and_python_version(
+    isolated_home: Path, sshd: Sshd, driver_python: str
+) -> None:
     settings = driver_settings(isolated_home, sshd, driver_python)
 
-    async def body(conn):  # noqa: ANN001
+    async def body(conn: asyncssh.SSHClientConnection) -> object:
         return (
             await remote_packages(conn, settings, sshd.user),
             await remote_python_version(conn, settings, sshd.user),
@@ -222,7 +234,7 @@ def test_remote_packages_and_python_version(isolated_home: Path, sshd, driver_py
     assert version == platform.python_version()
 
 
-def test_missing_driver_python_is_a_clear_error(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+def test_missing_driver_python_is_a_clear_error(isolated_home: Path, sshd: Sshd) -> None:
     settings = driver_settings(isolated_home, sshd, "/nonexistent/python/bin/python")
     with pytest.raises(DriverError, match="does not exist on the driver") as caught:
         on_driver(settings, lambda conn: check_libraries(conn, settings, sshd.user))
@@ -231,9 +243,9 @@ def test_missing_driver_python_is_a_clear_error(isolated_home: Path, sshd) -> No
 
 def test_install_uses_sudo_when_settings_say_so(
     isolated_home: Path,
-    sshd,
+    sshd: Sshd,
     driver_python: str,
-    wheels: Path,  # noqa: ANN001
+    wheels: Path,
 ) -> None:
     settings = driver_settings(
         isolated_home,

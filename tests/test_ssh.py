@@ -10,7 +10,9 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -27,7 +29,7 @@ from databrickslabs_jupyterlab.ssh import (
     build_command,
     resolve_target,
 )
-from tests.fixtures.sshd import write_keypair
+from tests.fixtures.sshd import Sshd, write_keypair
 
 CLUSTER = "0123-456789-abcdef12"
 
@@ -263,7 +265,7 @@ def test_parse_jump_forms(isolated_home: Path) -> None:
 # Against OpenSSH sshd
 
 
-def sshd_settings(home: Path, sshd, **overrides: object) -> DriverSettings:  # noqa: ANN001
+def sshd_settings(home: Path, sshd: Sshd, **overrides: object) -> DriverSettings:
     values: dict[str, object] = {
         "ssh_port": sshd.port,
         "ssh_user": sshd.user,
@@ -275,12 +277,17 @@ def sshd_settings(home: Path, sshd, **overrides: object) -> DriverSettings:  # n
     return settings_for(home, **values)
 
 
-def sshd_target(home: Path, sshd, **overrides: object) -> tuple[SshTarget, DriverSettings]:  # noqa: ANN001
+def sshd_target(home: Path, sshd: Sshd, **overrides: object) -> tuple[SshTarget, DriverSettings]:
     settings = sshd_settings(home, sshd, **overrides)
     return resolve_target(CLUSTER, "127.0.0.1", "demo", settings), settings
 
 
-async def _session(target: SshTarget, settings: DriverSettings, body, driver_start=None):  # noqa: ANN001
+async def _session(
+    target: SshTarget,
+    settings: DriverSettings,
+    body: Callable[[asyncssh.SSHClientConnection], Awaitable[Any]],
+    driver_start: int | None = None,
+) -> Any:
     store = HostKeyStore(settings.state_path)
     conn = await ssh.connect(target, settings, host_keys=store, driver_start=driver_start)
     try:
@@ -290,11 +297,11 @@ async def _session(target: SshTarget, settings: DriverSettings, body, driver_sta
         await conn.wait_closed()
 
 
-def test_run_quoting_stdin_env_and_status(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+def test_run_quoting_stdin_env_and_status(isolated_home: Path, sshd: Sshd) -> None:
     target, settings = sshd_target(isolated_home, sshd)
     nasty = ["a b", "it's", 'say "hi"', "; echo injected", "$(echo injected)", "`id`", "*", ""]
 
-    async def body(conn):  # noqa: ANN001
+    async def body(conn: asyncssh.SSHClientConnection) -> object:
         printed = await ssh.run(conn, ["printf", "[%s]\\n", *nasty])
         assert printed.exit_status == 0
         assert printed.stdout.splitlines() == [f"[{word}]" for word in nasty]
@@ -327,10 +334,10 @@ def test_run_quoting_stdin_env_and_status(isolated_home: Path, sshd) -> None:  #
     asyncio.run(_session(target, settings, body))
 
 
-def test_run_timeout_closes_channel(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+def test_run_timeout_closes_channel(isolated_home: Path, sshd: Sshd) -> None:
     target, settings = sshd_target(isolated_home, sshd)
 
-    async def body(conn):  # noqa: ANN001
+    async def body(conn: asyncssh.SSHClientConnection) -> object:
         started = time.monotonic()
         with pytest.raises(SshError, match="did not finish within 0.5 s"):
             await ssh.run(conn, ["sleep", "30"], timeout=0.5)
@@ -345,10 +352,10 @@ def test_run_timeout_closes_channel(isolated_home: Path, sshd) -> None:  # noqa:
     asyncio.run(_session(target, settings, body))
 
 
-def test_sudo_prefix_reaches_remote_sudo(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+def test_sudo_prefix_reaches_remote_sudo(isolated_home: Path, sshd: Sshd) -> None:
     target, settings = sshd_target(isolated_home, sshd)
 
-    async def body(conn):  # noqa: ANN001
+    async def body(conn: asyncssh.SSHClientConnection) -> object:
         result = await ssh.run(
             conn, ["sh", "-c", 'echo "$X"'], sudo=True, env={"X": "through sudo"}
         )
@@ -360,10 +367,10 @@ def test_sudo_prefix_reaches_remote_sudo(isolated_home: Path, sshd) -> None:  # 
     asyncio.run(_session(target, settings, body))
 
 
-def test_forward_local_round_trip(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+def test_forward_local_round_trip(isolated_home: Path, sshd: Sshd) -> None:
     target, settings = sshd_target(isolated_home, sshd)
 
-    async def body(conn):  # noqa: ANN001
+    async def body(conn: asyncssh.SSHClientConnection) -> object:
         async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             data = await reader.readline()
             writer.write(b"echo:" + data)
@@ -388,12 +395,12 @@ def test_forward_local_round_trip(isolated_home: Path, sshd) -> None:  # noqa: A
     asyncio.run(_session(target, settings, body))
 
 
-def test_upload_writes_private_file(isolated_home: Path, sshd, tmp_path: Path) -> None:  # noqa: ANN001
+def test_upload_writes_private_file(isolated_home: Path, sshd: Sshd, tmp_path: Path) -> None:
     target, settings = sshd_target(isolated_home, sshd)
     remote = tmp_path / "remote dir" / "conn file.json"
     remote.parent.mkdir()
 
-    async def body(conn):  # noqa: ANN001
+    async def body(conn: asyncssh.SSHClientConnection) -> object:
         await ssh.upload(conn, b'{"key": "s3cr3t"}', str(remote))
         local = tmp_path / "local.txt"
         local.write_text("from a file")
@@ -408,7 +415,7 @@ def test_upload_writes_private_file(isolated_home: Path, sshd, tmp_path: Path) -
     assert stat.S_IMODE(remote.with_suffix(".txt").stat().st_mode) == 0o640
 
 
-def test_host_key_first_use_same_and_changed(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+def test_host_key_first_use_same_and_changed(isolated_home: Path, sshd: Sshd) -> None:
     target, settings = sshd_target(isolated_home, sshd)
     store = HostKeyStore(settings.state_path)
 
@@ -433,7 +440,7 @@ def test_host_key_first_use_same_and_changed(isolated_home: Path, sshd) -> None:
     assert store.recorded(CLUSTER)["driver_start"] == 2_000  # type: ignore[index]
 
 
-def test_check_reachable(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+def test_check_reachable(isolated_home: Path, sshd: Sshd) -> None:
     target, settings = sshd_target(isolated_home, sshd)
     store = HostKeyStore(settings.state_path)
     assert asyncio.run(ssh.check_reachable(target, settings, host_keys=store)) is None
@@ -464,7 +471,7 @@ def test_unknown_host_name_is_unreachable(isolated_home: Path) -> None:
         asyncio.run(ssh.connect(target, settings, host_keys=HostKeyStore(settings.state_path)))
 
 
-def test_wrong_key_is_auth_failure(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+def test_wrong_key_is_auth_failure(isolated_home: Path, sshd: Sshd) -> None:
     other = isolated_home / ".ssh" / "id_other"
     write_keypair(other)
     target, settings = sshd_target(isolated_home, sshd, identity_file=str(other))
@@ -547,7 +554,7 @@ while True:
 """
 
 
-def test_proxy_command_with_tokens(isolated_home: Path, sshd, tmp_path: Path) -> None:  # noqa: ANN001
+def test_proxy_command_with_tokens(isolated_home: Path, sshd: Sshd, tmp_path: Path) -> None:
     relay = tmp_path / "relay.py"
     relay.write_text(RELAY)
     seen = tmp_path / "seen.json"
@@ -560,14 +567,14 @@ def test_proxy_command_with_tokens(isolated_home: Path, sshd, tmp_path: Path) ->
     target, settings = sshd_target(isolated_home, sshd)
     assert target.proxy_command is not None
 
-    async def body(conn):  # noqa: ANN001
+    async def body(conn: asyncssh.SSHClientConnection) -> object:
         return (await ssh.run(conn, ["echo", "via proxy"])).stdout
 
     assert asyncio.run(_session(target, settings, body)) == "via proxy\n"
     assert json.loads(seen.read_text()) == ["127.0.0.1", str(sshd.port), sshd.user, "%"]
 
 
-def test_proxy_jump_through_sshd(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+def test_proxy_jump_through_sshd(isolated_home: Path, sshd: Sshd) -> None:
     write_config(
         isolated_home,
         f"Host {CLUSTER}\n  HostName 127.0.0.1\n  ProxyJump {sshd.user}@127.0.0.1:{sshd.port}\n",
@@ -575,7 +582,7 @@ def test_proxy_jump_through_sshd(isolated_home: Path, sshd) -> None:  # noqa: AN
     target, settings = sshd_target(isolated_home, sshd)
     assert target.proxy_jump == f"{sshd.user}@127.0.0.1:{sshd.port}"
 
-    async def body(conn):  # noqa: ANN001
+    async def body(conn: asyncssh.SSHClientConnection) -> object:
         return (await ssh.run(conn, ["sh", "-c", "echo $SSH_CLIENT"])).stdout
 
     # Through the jump, the final login comes from the jump host's sshd (still 127.0.0.1).
@@ -587,10 +594,10 @@ def test_proxy_jump_through_sshd(isolated_home: Path, sshd) -> None:  # noqa: AN
     assert sshd.log().count("Accepted publickey") == 2
 
 
-def test_settings_dir_perms_after_connect(isolated_home: Path, sshd) -> None:  # noqa: ANN001
+def test_settings_dir_perms_after_connect(isolated_home: Path, sshd: Sshd) -> None:
     target, settings = sshd_target(isolated_home, sshd)
 
-    async def body(conn):  # noqa: ANN001
+    async def body(conn: asyncssh.SSHClientConnection) -> object:
         return None
 
     asyncio.run(_session(target, settings, body))
