@@ -1,0 +1,210 @@
+"""``databrickslabs-jupyterlab demo`` end to end: started as a user would, used over HTTP and
+the kernel websocket, stopped with Ctrl-C (SIGINT), leaving nothing running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+from databrickslabs_jupyterlab import demo
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{entry.name}: {cmdline[:200]}")
+    return found
+
+
+class Lab:
+    def __init__(self, url: str) -> None:
+        self.base = url.split("/lab/")[0]
+        self.token = url.split("token=")[1]
+        self.headers = {"Authorization": f"token {self.token}"}
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=data,
+            headers={**self.headers, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as answer:
+            return answer.status, answer.read()
+
+    def json(self, method: str, path: str, body: Any = None) -> Any:
+        return json.loads(self.request(method, path, body)[1])
+
+    async def execute(self, kernel_id: str, code: str, timeout: float = 60) -> dict[str, Any]:
+        """Run ``code`` over the kernel websocket; returns stdout text and the reply."""
+        url = self.base.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels"
+        ws = await websocket_connect(HTTPRequest(url, headers=self.headers))
+        msg_id = uuid.uuid4().hex
+        header = {
+            "msg_id": msg_id,
+            "msg_type": "execute_request",
+            "username": "test",
+            "session": uuid.uuid4().hex,
+            "version": "5.3",
+            "date": "",
+        }
+        content = {"code": code, "silent": False, "store_history": True, "allow_stdin": False}
+        ws.write_message(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": content,
+                    "channel": "shell",
+                }
+            )
+        )
+        stdout, reply = "", None
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
+                assert raw is not None, "the kernel websocket closed"
+                msg = json.loads(raw)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] == "stream":
+                    stdout += msg["content"]["text"]
+                elif msg["msg_type"] == "execute_reply":
+                    reply = msg["content"]
+                elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    if reply is not None:
+                        return {"stdout": stdout, "reply": reply}
+        finally:
+            ws.close()
+
+
+def test_demo_runs_a_notebook_on_the_simulated_driver_and_stops_cleanly(
+    isolated_home: Path,
+) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "databrickslabs_jupyterlab",
+            "demo",
+            "--no-browser",
+            "--time-scale",
+            "0.1",
+            "--port",
+            str(port),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
+    )
+    lines: list[str] = []
+    url_ready = threading.Event()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("JupyterLab: "):
+                url_ready.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    root = isolated_home / ".databrickslabs_jupyterlab" / "demo"
+    try:
+        assert url_ready.wait(180), "the demo printed no URL:\n" + "\n".join(lines)
+        url = next(line.split(" ", 1)[1] for line in lines if line.startswith("JupyterLab: "))
+        assert f"127.0.0.1:{port}/lab/tree/{demo.NOTEBOOK}" in url
+        lab = Lab(url)
+
+        # the lab page
+        status, page = lab.request("GET", f"/lab/tree/{demo.NOTEBOOK}")
+        assert status == 200 and b"JupyterLab" in page
+
+        # the product's status API knows the demo cluster (and sees it running)
+        path = f"/databrickslabs-jupyterlab/api/v1/clusters/{demo.PROFILE}/{demo.CLUSTER_ID}"
+        cluster = lab.json("GET", path)
+        assert cluster["cluster_id"] == demo.CLUSTER_ID and cluster["profile"] == demo.PROFILE
+        deadline = time.monotonic() + 60
+        while cluster["cluster_state"] != "RUNNING" and time.monotonic() < deadline:
+            cluster = lab.json("GET", f"{path}?wait=5&since={cluster['version']}")
+        assert cluster["cluster_state"] == "RUNNING"
+
+        # the sample notebook's cells run on the simulated driver
+        nb = json.loads((root / "notebooks" / demo.NOTEBOOK).read_text())
+        kernel_name = nb["metadata"]["kernelspec"]["name"]
+        assert kernel_name in lab.json("GET", "/api/kernelspecs")["kernelspecs"]
+        kernel = lab.json("POST", "/api/kernels", {"name": kernel_name})
+        cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+        results = [asyncio.run(lab.execute(kernel["id"], code, timeout=120)) for code in cells]
+        assert all(r["reply"]["status"] == "ok" for r in results), results
+        driver_python = root / "simulator" / "driver" / "python" / "bin" / "python"
+        assert f"driver python: {driver_python}" in results[0]["stdout"]
+        assert "primes below one million: 78498" in results[1]["stdout"]
+
+        # nothing of the user's own setup was touched
+        assert not (isolated_home / ".databrickscfg").exists()
+        assert list((isolated_home / ".ssh").iterdir()) == []
+        assert not (isolated_home / ".local" / "share" / "jupyter" / "kernels").exists()
+        assert (root / "databrickscfg").stat().st_mode & 0o077 == 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail("the demo did not stop on SIGINT:\n" + "\n".join(lines))
+    assert proc.returncode == 0, "\n".join(lines)
+    assert "Demo stopped." in lines
+    time.sleep(0.5)
+    assert _processes_mentioning(str(root)) == []
+
+
+def test_demo_rejects_a_bad_time_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--time-scale", "0"]) == 2
+    assert "--time-scale must be positive" in capsys.readouterr().err
+
+
+def test_demo_word_is_a_profile_when_cli_flags_follow() -> None:
+    from databrickslabs_jupyterlab.cli import _is_demo
+
+    assert _is_demo(["demo"])
+    assert _is_demo(["demo", "--no-browser", "--port=9999", "--time-scale", "0.5"])
+    assert not _is_demo(["demo", "-k", "-i", "x"])
+    assert not _is_demo(["demo", "-p"])
