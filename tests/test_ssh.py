@@ -605,3 +605,38 @@ def test_settings_dir_perms_after_connect(isolated_home: Path, sshd: Sshd) -> No
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
     for path in folder.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_keepalive_notices_a_silent_link(isolated_home: Path, sshd: Sshd) -> None:
+    """A link that stops carrying packets (no FIN, no RST) must end the connection within
+    keepalive_interval * (keepalive_count_max + 1), not hours later."""
+
+    async def main() -> float:
+        blackhole = asyncio.Event()
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(65536):
+                if not blackhole.is_set():
+                    writer.write(data)
+                    await writer.drain()
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", sshd.port)
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = sshd_settings(
+            isolated_home, sshd, ssh_port=port, keepalive_interval=0.5, keepalive_count_max=2
+        )
+        target = resolve_target(CLUSTER, "127.0.0.1", "demo", settings)
+        conn = await ssh.connect(target, settings, host_keys=HostKeyStore(settings.state_path))
+        assert (await ssh.run(conn, ["echo", "up"])).stdout == "up\n"
+        blackhole.set()
+        started = time.monotonic()
+        await asyncio.wait_for(conn.wait_closed(), 10)
+        elapsed = time.monotonic() - started
+        server.close()
+        return elapsed
+
+    assert asyncio.run(main()) < 5
