@@ -284,13 +284,7 @@ class ClusterConnection:
             if remaining <= 0:
                 return False
             self.touch()
-            changed = self._changed
-            try:
-                await asyncio.wait_for(
-                    changed.wait(), min(remaining, max(1.0, self.settings.idle_pause / 2))
-                )
-            except TimeoutError:
-                continue
+            await wait_event(self._changed, min(remaining, max(1.0, self.settings.idle_pause / 2)))
         return True
 
     async def wait_first_read(self, timeout: float) -> None:
@@ -423,10 +417,7 @@ class ClusterConnection:
                         self._paused = False
                     await self.refresh()
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._interval())
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, self._interval())
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the loop must survive any surprise
@@ -824,6 +815,22 @@ class ClusterRegistry:
 
     def connections(self) -> Iterable[ClusterConnection]:
         return list(self._connections.values())
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; True when it is set.
+
+    Unlike ``asyncio.wait_for`` on Python < 3.12, a cancellation arriving together with the
+    event is never swallowed, so background loops always stop when cancelled.
+    """
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
+    return bool(done)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
