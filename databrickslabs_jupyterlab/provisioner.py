@@ -66,6 +66,8 @@ _SIGNAL_NAMES = {
     signal.SIGUSR2: "USR2",
 }
 READY_TIMEOUT = 60.0
+#: A dead link must be noticed within this many seconds (keepalives are tightened to fit).
+DEAD_LINK_WITHIN = 15.0
 #: Upper bound for stopping or cleaning up a kernel whose driver may be gone.
 CLEANUP_TIMEOUT = 8.0
 LAUNCH_ATTEMPTS = 3
@@ -262,9 +264,17 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             )
         overrides = {k: databricks[k] for k in SPEC_OVERRIDES if databricks.get(k) is not None}
         try:
-            self.settings = DriverSettings.from_env(**overrides)
+            settings = DriverSettings.from_env(**overrides)
         except (TypeError, ValueError) as exc:
             raise ProvisionerError(f"Invalid driver settings in the kernelspec: {exc}") from None
+        # asyncssh gives up after count_max unanswered keepalives, one interval later.
+        rounds = max(int(settings.keepalive_count_max), 1) + 1
+        if (
+            settings.keepalive_interval <= 0
+            or settings.keepalive_interval * rounds > DEAD_LINK_WITHIN
+        ):
+            settings = settings.with_overrides(keepalive_interval=(DEAD_LINK_WITHIN - 1) / rounds)
+        self.settings = settings
         self.profile = profile
         self.cluster_id = cluster_id
 

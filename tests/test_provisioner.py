@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -251,6 +252,62 @@ def test_dropped_link_is_reported_disconnected(sim_kernel: str, simulator: Any) 
         await km.shutdown_kernel()
         assert await _wait_gone(pid)
         assert board.get(km.kernel_id).state == "dead"
+
+    asyncio.run(scenario())
+
+
+def _sshd_sessions(master: int) -> list[int]:
+    """The per-connection sshd processes under the sshd master (not the master itself)."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        names[pid] = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parents[pid] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found = []
+    for pid, name in names.items():
+        if not name.startswith("sshd") or pid == master:
+            continue
+        p = parents.get(pid)
+        while p and p != master:
+            p = parents.get(p)
+        if p == master:
+            found.append(pid)
+    return found
+
+
+def test_frozen_link_is_noticed_by_keepalives(
+    sshd_kernel: str, sshd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network that silently stops answering (no TCP reset): only keepalives can tell."""
+    monkeypatch.setenv("DBJL_KEEPALIVE_INTERVAL", "1")
+    monkeypatch.setenv("DBJL_KEEPALIVE_COUNT_MAX", "2")
+
+    async def scenario() -> None:
+        km, kc = await _start(sshd_kernel)
+        pid = km.provisioner.pid
+        sessions = _sshd_sessions(sshd.process.pid)
+        assert sessions
+        for session in sessions:
+            os.kill(session, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            while board.get(km.kernel_id).state != "disconnected":
+                assert time.monotonic() - started < 10, "the frozen link went unnoticed"
+                await asyncio.sleep(0.1)
+            assert not await km.is_alive()
+        finally:
+            for session in sessions:
+                os.kill(session, signal.SIGCONT)
+        kc.stop_channels()
+        await km.shutdown_kernel()
+        assert await _wait_gone(pid)
 
     asyncio.run(scenario())
 
