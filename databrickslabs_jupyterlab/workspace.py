@@ -161,7 +161,8 @@ def public_key_for(identity_file: Path) -> str | None:
 def key_installed(public_key: str | None, cluster_keys: list[str]) -> bool:
     if not public_key:
         return False
-    return any(" ".join(k.split()[:2]) == public_key for k in cluster_keys)
+    wanted = " ".join(public_key.split()[:2])
+    return any(" ".join(k.split()[:2]) == wanted for k in cluster_keys)
 
 
 @dataclass
