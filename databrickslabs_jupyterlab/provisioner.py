@@ -246,6 +246,7 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._stopping = False
         self._owner_loop: asyncio.AbstractEventLoop | None = None
         self._stale: tuple[int, str | None, bool] | None = None
+        self._unreachable = False
 
     # ---------------------------------------------------------------- configuration
 
@@ -379,6 +380,7 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._exit_status = None
         self._link_lost = False
         self._stopping = False
+        self._unreachable = False
         try:
             ports = await _on_ssh_loop(self._launch_remote(conn, env, preferred))
         except BaseException as exc:
@@ -445,6 +447,9 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         pid, run_dir, sudo = self.pid, self.run_dir, self.use_sudo
         gone = self._exit_status is not None
         try:
+            if self._unreachable:
+                # Stopping already failed to reach the driver: do not wait for it again.
+                raise ProvisionerError("the driver did not answer the stop request")
             await _on_ssh_loop(
                 asyncio.wait_for(
                     self._cleanup_remote(pid, run_dir, sudo, gone, close=not restart),
@@ -683,6 +688,7 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         except Exception as exc:
             self.log.warning("Could not stop the kernel on cluster %s: %s", self.cluster_id, exc)
             self._link_lost = True
+            self._unreachable = True
 
     async def _stop_remote(self, signal_name: str) -> None:
         pid = self.pid
