@@ -9,6 +9,7 @@ machine, so the tests can look at the remote processes and files through /proc.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager, KernelManager
 from nbclient import NotebookClient
 
@@ -41,7 +43,7 @@ def jupyter_dirs(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def running_cluster(simulator: Any, sim_profile: Any, jupyter_dirs: Path) -> Any:
+def running_cluster(simulator: Any, sim_profile: Any) -> Any:
     """The simulator's cluster, started through the workspace API and RUNNING."""
 
     async def start() -> None:
@@ -54,7 +56,7 @@ def running_cluster(simulator: Any, sim_profile: Any, jupyter_dirs: Path) -> Any
 
 
 @pytest.fixture
-def sim_kernel(running_cluster: Any) -> str:
+def sim_kernel(running_cluster: Any, jupyter_dirs: Path) -> str:
     """A kernelspec for the simulator's driver."""
     return kernelspecs.create_kernelspec(
         running_cluster.name, running_cluster.cluster_id, "sim-cluster", env="test"
@@ -63,7 +65,11 @@ def sim_kernel(running_cluster: Any) -> str:
 
 @pytest.fixture
 def sshd_kernel(
-    running_cluster: Any, sshd: Any, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+    running_cluster: Any,
+    sshd: Any,
+    isolated_home: Path,
+    jupyter_dirs: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> str:
     """A kernelspec whose cluster id is routed to OpenSSH sshd by ~/.ssh/config."""
     config = isolated_home / ".ssh" / "config"
@@ -357,6 +363,38 @@ def test_blocking_kernel_manager_like_jupyter_console(sim_kernel: str) -> None:
         pid = km.provisioner.pid
         km.shutdown_kernel()
     assert asyncio.run(_wait_gone(pid))
+
+
+async def test_kernel_in_jupyter_server(
+    jp_fetch: Any, jp_serverapp: Any, jp_data_dir: Path, running_cluster: Any
+) -> None:
+    """The server's own kernel manager (with its restarter) runs the remote kernel."""
+    ksm = KernelSpecManager(data_dir=str(jp_data_dir))
+    name = kernelspecs.create_kernelspec(
+        running_cluster.name, running_cluster.cluster_id, "sim-cluster", env="lab", manager=ksm
+    )
+    specs = json.loads((await jp_fetch("api", "kernelspecs")).body)["kernelspecs"]
+    assert (
+        specs[name]["spec"]["display_name"]
+        == f"SSH {running_cluster.cluster_id} demo:sim-cluster (lab)"
+    )
+
+    reply = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}))
+    kernel_id = json.loads(reply.body)["id"]
+    km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=30)
+        assert board.get(kernel_id).state == "running"
+        _, out = await _run(kc, "import os\nprint(os.environ['DBJL_CLUSTER_ID'])")
+        assert out == [running_cluster.cluster_id + "\n"]
+        pid = km.provisioner.pid
+    finally:
+        kc.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    assert await _wait_gone(pid)
+    assert board.get(kernel_id).state == "dead"
 
 
 def test_terminated_cluster_gives_a_clear_error(
