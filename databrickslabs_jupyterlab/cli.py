@@ -232,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="How long to wait for a cluster to reach RUNNING (default 1800)",
     )
     extra.add_argument(
+        "--api-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="How long to retry a workspace API call that fails or gets no answer (default 20)",
+    )
+    extra.add_argument(
         "--dry-run",
         action="store_true",
         help="-l: check everything, print the JupyterLab command instead of running it; "
@@ -247,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="-m: venv folder (default: <state dir>/envs/<name>)",
     )
     extra.add_argument("--python", metavar="PYTHON", help="-m: interpreter that creates the venv")
+    extra.add_argument(
+        "--pip-args",
+        metavar="ARGS",
+        default="",
+        help='-m: extra arguments for the local pip install, e.g. --pip-args="--index-url URL"',
+    )
     return p
 
 
@@ -276,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # -h answers 0, a usage error 2
         return int(exc.code or 0)
     args.lab_args = lab_args
+    _quiet_sdk_logs()
     try:
         return run(args, parser)
     except CliError as err:
@@ -287,6 +301,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return EXIT_OK
+
+
+def _quiet_sdk_logs() -> None:
+    """The SDK logs its retries and fallbacks as warnings; the CLI reports failures itself."""
+    if not os.environ.get("DBJL_DEBUG"):
+        import logging
+
+        logging.getLogger("databricks").addHandler(logging.NullHandler())
+        logging.getLogger("databricks").propagate = False
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -479,7 +502,12 @@ class Context:
     async def workspace(self) -> Any:
         from .workspace import Workspace
 
-        return await _ws_call(Workspace.for_profile(self.profile))
+        timeout = self.args.api_timeout
+        return await _ws_call(
+            Workspace.for_profile(
+                self.profile, retry_timeout=max(1, round(timeout)), http_timeout=timeout
+            )
+        )
 
 
 def show_profile(ctx: Context) -> None:
@@ -567,6 +595,15 @@ def _describe(c: Any) -> str:
     return f"'{c.cluster_name}' (id: {c.cluster_id}, state: {c.state}, {size})"
 
 
+async def _cluster(ctx: Context) -> tuple[Any, Any]:
+    """The workspace and the chosen cluster; local problems are reported before any API call."""
+    ctx.require_key()
+    if not ctx.args.id and (ctx.args.yes or ctx.args.json):
+        raise CliError("Name the cluster with -i CLUSTER_ID (no prompt with --yes/--json).", 2)
+    ws = await ctx.workspace()
+    return ws, await select_cluster(ctx, ws)
+
+
 async def select_cluster(ctx: Context, ws: Any, *, need_key: bool = True) -> Any:
     """The cluster of ``-i``, or one picked from a numbered list of those carrying the key."""
     from .workspace import key_installed
@@ -640,7 +677,9 @@ async def ensure_running(ctx: Context, ws: Any, info: Any) -> Any:
         elif state in ("ERROR", "UNKNOWN"):
             reason = info.state_message or "no reason given"
             raise CliError(f"Cluster {cluster_id} is in state {state}: {reason}")
-        if state != last_state or time.monotonic() - last_report > 15:
+        if started and state == "TERMINATED" and last_state is None:
+            pass  # the start was just requested: the next read shows PENDING
+        elif state != last_state or time.monotonic() - last_report > 15:
             msg = f": {info.state_message}" if info.state_message else ""
             progress(f"   cluster {cluster_id} is {state}{msg} ({elapsed:.0f} s)")
             last_report = time.monotonic()
@@ -848,8 +887,7 @@ def _specs(profile: str | None, cluster_id: str | None) -> list[dict[str, str]]:
 async def create_kernelspec(ctx: Context) -> None:
     from . import kernelspecs
 
-    ws = await ctx.workspace()
-    info = await select_cluster(ctx, ws)
+    ws, info = await _cluster(ctx)
     name = await asyncio.to_thread(
         kernelspecs.create_kernelspec,
         ctx.profile,
@@ -918,8 +956,7 @@ def delete_kernelspecs(args: argparse.Namespace) -> int:
 
 
 async def _ready(ctx: Context) -> tuple[Any, Any, list[str]]:
-    ws = await ctx.workspace()
-    info = await select_cluster(ctx, ws)
+    ws, info = await _cluster(ctx)
     info = await ensure_running(ctx, ws, info)
     await _refresh_hostname(ctx, info)
     target = await check_ssh(ctx, info)
@@ -992,8 +1029,7 @@ async def _remote(ctx: Context, info: Any, target: Any) -> tuple[dict[str, str],
 
 
 async def _running_target(ctx: Context) -> tuple[Any, Any]:
-    ws = await ctx.workspace()
-    info = await select_cluster(ctx, ws)
+    ws, info = await _cluster(ctx)
     info = await ensure_running(ctx, ws, info)
     await _refresh_hostname(ctx, info)
     target = await check_ssh(ctx, info)
@@ -1077,7 +1113,7 @@ async def mirror_env(ctx: Context) -> None:
                 name,
                 reqs,
                 python_version=short_python,
-                pip_args=ctx.settings.pip_args,
+                pip_args=shlex.split(args.pip_args),
                 on_line=on_line,
             )
             out(f"Created conda environment {name}: conda activate {name}")
@@ -1087,7 +1123,7 @@ async def mirror_env(ctx: Context) -> None:
                 path,
                 reqs,
                 python=args.python,
-                pip_args=ctx.settings.pip_args,
+                pip_args=shlex.split(args.pip_args),
                 on_line=on_line,
             )
             activate = mirror.venv_python(path).parent / "activate"
@@ -1098,6 +1134,12 @@ async def mirror_env(ctx: Context) -> None:
 
 # --------------------------------------------------------------------------------------------
 # -c
+
+
+NO_CLIPBOARD = (
+    "No clipboard is available here (no desktop session with pbcopy, wl-copy, xclip, xsel or "
+    "clip.exe)."
+)
 
 
 def clipboard_commands() -> list[list[str]]:
@@ -1141,13 +1183,13 @@ def copy_to_clipboard(text: str) -> str:
             continue
         if proc.returncode == 0:
             return cmd[0]
-    raise CliError(
-        "No clipboard is available here (no desktop session with pbcopy, wl-copy, xclip, xsel "
-        "or clip.exe)."
-    )
+    raise CliError(NO_CLIPBOARD)
 
 
 def copy_token(ctx: Context) -> None:
+    if not clipboard_commands():
+        raise CliError(NO_CLIPBOARD)
+
     async def token() -> str:
         ws = await ctx.workspace()
         try:

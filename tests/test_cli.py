@@ -1,0 +1,468 @@
+"""Every CLI flag against the workspace simulator (real HTTP, real SSH) in a temporary HOME.
+
+The CLI runs in-process through ``main([...])``; prompts read the patched standard input.
+A few runs go through a subprocess to check the entry point and the error output as a user
+sees it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from databrickslabs_jupyterlab import __version__, cli, kernelspecs, mirror
+from databrickslabs_jupyterlab.simulator import make_keypair
+
+
+@pytest.fixture(autouse=True)
+def private_jupyter(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    data = isolated_home / ".local" / "share" / "jupyter"
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(data))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(isolated_home / ".jupyter"))
+    monkeypatch.delenv("JUPYTER_PATH", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    return data
+
+
+class Run:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def __repr__(self) -> str:
+        return f"Run(code={self.code}, out={self.out!r}, err={self.err!r})"
+
+
+@pytest.fixture
+def dj(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    def run(*args: str, stdin: str = "") -> Run:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+def one_sentence_error(run: Run) -> str:
+    lines = [line for line in run.err.splitlines() if line.startswith("databrickslabs-jupyterlab:")]
+    assert len(lines) == 1, run
+    assert "Traceback" not in run.err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# No workspace needed
+
+
+def test_help_lists_the_reference_flags_and_exit_codes(dj) -> None:
+    run = dj("-h")
+    assert run.code == 0
+    for flag in (
+        "-b",
+        "-d",
+        "-m",
+        "-c",
+        "-i CLUSTER_ID",
+        "-k",
+        "-l",
+        "-o ORGANISATION",
+        "-p",
+        "-r",
+        "-s",
+        "-v",
+        "-V {all,diff,same}",
+        "-w",
+        "-W",
+        "-B",
+        "--yes",
+        "--json",
+    ):
+        assert flag in run.out, flag  # fmt: skip
+    assert "exit status:" in run.out and "3    not found" in run.out
+    assert dj("-V", "bogus").code == cli.EXIT_USAGE
+
+
+def test_version(dj) -> None:
+    run = dj("-v")
+    assert (run.code, run.out.strip()) == (0, __version__)
+
+
+def test_print_lists(dj) -> None:
+    white = dj("-W")
+    assert white.code == 0 and white.out.split() == list(mirror.WHITELIST)
+    black = dj("-B", "--json")
+    assert black.json() == list(mirror.BLACKLIST)
+    assert dj("-W", "-B").code == cli.EXIT_USAGE
+
+
+def test_actions_need_a_profile(dj) -> None:
+    run = dj("-k")
+    assert run.code == cli.EXIT_USAGE
+    assert "Name a profile" in one_sentence_error(run)
+    assert dj("demo", "-k", "-r").code == cli.EXIT_USAGE
+
+
+def test_azure_org_id() -> None:
+    assert cli.azure_org_id("https://adb-1234567890123456.7.azuredatabricks.net") == (
+        "1234567890123456"
+    )
+    assert cli.azure_org_id("https://adb-1234567890123456.7.azuredatabricks.net/") is not None
+    assert cli.azure_org_id("https://eastus2.azuredatabricks.net") is None
+    assert cli.azure_org_id("https://eastus2.azuredatabricks.net", "42") == "42"
+    with pytest.raises(cli.CliError):
+        cli.azure_org_id(None, "not-a-number")
+
+
+def test_bootstrap_reports_extensions(dj) -> None:
+    run = dj("-b", "--json", "--yes")
+    report = run.json()
+    checks = {c["check"]: c for c in report["checks"]}
+    assert run.code == (0 if report["ok"] else 1)
+    assert checks["server extension"]["ok"], checks["server extension"]
+    assert checks["kernel provisioner"]["ok"]
+    assert "lab extension" in checks
+    text = dj("-b", "--yes")
+    assert "server extension" in text.out and "lab extension" in text.out
+
+
+def test_clipboard_missing_is_one_sentence(dj, sim_profile, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    run = dj("demo", "-c")
+    assert run.code == cli.EXIT_FAILURE
+    assert "No clipboard is available here" in one_sentence_error(run)
+
+
+def test_clipboard_copies_the_token_through_stdin(dj, sim_profile, monkeypatch, tmp_path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sink = tmp_path / "clipboard"
+    tool = bin_dir / "xclip"
+    tool.write_text(f'#!/bin/sh\necho "$@" > {sink}.args\ncat > {sink}\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("DISPLAY", ":99")
+    run = dj("demo", "-c")
+    assert run.code == 0, run
+    token = sim_profile.simulator.token
+    assert sink.read_text() == token
+    assert "clipboard" in (sink.parent / "clipboard.args").read_text()
+    assert token not in run.out + run.err
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles
+
+
+def test_profiles_table(dj, sim_profile) -> None:
+    with open(sim_profile.config_file, "a") as f:
+        f.write("[azure]\nhost = https://adb-1234567890123456.7.azuredatabricks.net\ntoken = x\n")
+    run = dj("-p")
+    assert run.code == 0
+    rows = {line.split()[0]: line.split() for line in run.out.splitlines()[1:] if line.strip()}
+    assert rows["demo"][1:] == [sim_profile.host, "OK"]
+    assert rows["azure"][2] == "MISSING"
+    assert "token" not in run.out and sim_profile.simulator.token not in run.out
+    data = {p["profile"]: p for p in dj("-p", "--json").json()}
+    assert data["demo"]["ssh_key_status"] == "ok"
+    assert data["azure"]["azure_org_id"] == "1234567890123456"
+
+
+def test_profile_info_and_organisation(dj, sim_profile) -> None:
+    run = dj("demo", "-o", "987654", "-i", sim_profile.cluster_id)
+    assert run.code == 0
+    assert "azure org id  987654" in run.out
+    assert f"?o=987654#setting/clusters/{sim_profile.cluster_id}/configuration" in run.out
+    assert dj("demo", "--json").json()["ssh_key_status"] == "ok"
+
+
+def test_wrong_profile(dj, sim_profile) -> None:
+    run = dj("nope", "-k", "-i", sim_profile.cluster_id, "--yes")
+    assert run.code == cli.EXIT_NOT_FOUND
+    assert "There is no profile 'nope'" in one_sentence_error(run)
+
+
+def test_unreachable_workspace(dj, isolated_home) -> None:
+    (isolated_home / ".databrickscfg").write_text("[dead]\nhost = http://127.0.0.1:9\ntoken = x\n")
+    make_keypair(isolated_home / ".ssh" / "id_dead")
+    run = dj("dead", "-k", "-i", "0101-000000-abcdefgh", "--yes", "--api-timeout", "1")
+    assert run.code == cli.EXIT_WORKSPACE, run
+    assert "cannot be reached" in one_sentence_error(run) or "did not answer" in run.err
+
+
+def test_wrong_token(dj, sim_profile) -> None:
+    text = sim_profile.config_file.read_text().replace(sim_profile.simulator.token, "dapiwrong")
+    sim_profile.config_file.write_text(text)
+    run = dj("demo", "-k", "-i", sim_profile.cluster_id, "--yes")
+    assert run.code == cli.EXIT_WORKSPACE, run
+    assert "refused the credentials" in one_sentence_error(run)
+    assert "dapiwrong" not in run.err
+
+
+# --------------------------------------------------------------------------------------------
+# -s
+
+
+def _add_profile(sim_profile, name: str) -> None:
+    with open(sim_profile.config_file, "a") as f:
+        f.write(sim_profile.simulator.profile_text(name))
+
+
+def test_ssh_config_creates_key_adds_it_and_writes_ssh_config(dj, sim_profile, isolated_home):
+    sim = sim_profile.simulator
+    _add_profile(sim_profile, "fresh")
+    other = sim.add_cluster("other")
+    before = sim_profile.ssh_config.read_text()
+
+    declined = dj("fresh", "-s", "-i", other, stdin="n\n")
+    assert declined.code == cli.EXIT_FAILURE
+    assert "applies from its next start" in declined.err
+    key = isolated_home / ".ssh" / "id_fresh"
+    assert key.exists() and (key.stat().st_mode & 0o077) == 0
+    public = key.with_name("id_fresh.pub").read_text().strip()
+    assert public.startswith("ssh-ed25519 ")
+    assert sim.cluster(other).ssh_public_keys == []
+
+    run = dj("fresh", "-s", "-i", other, "--yes")
+    assert run.code == 0, run
+    assert public in sim.cluster(other).ssh_public_keys
+    text = sim_profile.ssh_config.read_text()
+    assert text.startswith(before)  # the existing entry is untouched
+    assert f"Host {other}\n" in text and "IdentityFile ~/.ssh/id_fresh" in text
+    assert "Port 2200" in text and "User ubuntu" in text
+    backups = list((isolated_home / ".databrickslabs_jupyterlab" / "ssh_config_backup").iterdir())
+    assert [b.read_text() for b in backups] == [before]
+
+    again = dj("fresh", "-s", "-i", other, "--yes")
+    assert again.code == 0 and "already carries" in again.err and "up to date" in again.err
+
+
+def test_ssh_config_on_a_running_cluster_warns_of_the_restart(dj, sim_profile, isolated_home):
+    sim = sim_profile.simulator
+    _add_profile(sim_profile, "fresh")
+    running = sim.add_cluster("busy", state="RUNNING")
+    run = dj("fresh", "-s", "-i", running, "--yes")
+    assert run.code == 0, run
+    assert "RESTARTS" in run.err
+    assert sim.cluster(running).state in ("RESTARTING", "RUNNING")
+    sim.wait_state(running, "RUNNING")
+    text = (isolated_home / ".ssh" / "config").read_text()
+    assert f"Host {running}\n    HostName 127.0.0.1\n    Port 2200\n" in text
+
+
+def test_ssh_config_unknown_cluster(dj, sim_profile) -> None:
+    run = dj("demo", "-s", "-i", "0101-000000-missing0", "--yes")
+    assert run.code == cli.EXIT_NOT_FOUND
+    assert "does not exist" in one_sentence_error(run)
+    assert dj("demo", "-s").code == cli.EXIT_USAGE
+
+
+# --------------------------------------------------------------------------------------------
+# -k, -d
+
+
+def test_kernelspec_non_interactive(dj, sim_profile, private_jupyter) -> None:
+    run = dj("demo", "-k", "-i", sim_profile.cluster_id, "--yes", "--json")
+    assert run.code == 0, run
+    data = run.json()
+    assert data["cluster_id"] == sim_profile.cluster_id
+    assert data["display_name"].startswith(f"SSH {sim_profile.cluster_id} demo:sim-cluster")
+    spec = json.loads(
+        (private_jupyter / "kernels" / data["kernel_name"] / "kernel.json").read_text()
+    )
+    assert spec["metadata"]["databricks"] == {
+        "profile": "demo",
+        "cluster_id": sim_profile.cluster_id,
+    }
+    assert sim_profile.simulator.token not in json.dumps(spec)
+
+
+def test_kernelspec_interactive_offers_only_clusters_with_the_key(dj, sim_profile) -> None:
+    sim = sim_profile.simulator
+    sim.add_cluster("no-key-cluster")
+    run = dj("demo", "-k", stdin="7\n0\n")
+    assert run.code == 0, run
+    assert "0: 'sim-cluster'" in run.out and "no-key-cluster" not in run.out
+    assert "Please answer with a number" in run.out
+    assert [s.cluster_id for s in kernelspecs.list_kernelspecs()] == [sim_profile.cluster_id]
+    # no answer at all (no standard input): a usage error, not a hang
+    assert dj("demo", "-k", stdin="").code == cli.EXIT_USAGE
+    assert dj("demo", "-k", "--yes").code == cli.EXIT_USAGE
+
+
+def test_kernelspec_error_cases(dj, sim_profile) -> None:
+    sim = sim_profile.simulator
+    other = sim.add_cluster("no-key-cluster")
+    run = dj("demo", "-k", "-i", other, "--yes")
+    assert run.code == cli.EXIT_SSH
+    assert "does not carry the public key" in one_sentence_error(run)
+
+    run = dj("demo", "-k", "-i", "0101-000000-missing0", "--yes")
+    assert run.code == cli.EXIT_NOT_FOUND
+
+    sim_profile.identity_file.unlink()
+    run = dj("demo", "-k", "-i", sim_profile.cluster_id, "--yes")
+    assert run.code == cli.EXIT_SSH
+    assert "There is no SSH key ~/.ssh/id_demo" in one_sentence_error(run)
+
+
+def test_delete_kernelspecs(dj, sim_profile) -> None:
+    cid = sim_profile.cluster_id
+    assert dj("demo", "-k", "-i", cid, "--yes").code == 0
+    assert dj("-d", stdin="n\n").code == 0
+    assert len(kernelspecs.list_kernelspecs()) == 1
+    run = dj("-d", stdin="y\n")
+    assert run.code == 0 and "Deleted kernelspec" in run.out
+    assert kernelspecs.list_kernelspecs() == []
+
+    assert dj("demo", "-k", "-i", cid, "--yes").code == 0
+    assert dj("-d", "--yes").code == cli.EXIT_USAGE  # refuses to delete everything blindly
+    run = dj("-d", "--yes", "-i", cid, "--json")
+    assert run.code == 0 and [d["cluster_id"] for d in run.json()["deleted"]] == [cid]
+    assert dj("-d", "--yes", "-i", cid).code == cli.EXIT_NOT_FOUND
+
+
+# --------------------------------------------------------------------------------------------
+# -r, -l, -V, -m
+
+
+def _probe_wheel(folder: Path, module: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    dist = f"{module}-1.0.dist-info"
+    files = {
+        f"{module}/__init__.py": "",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(folder / f"{module}-1.0-py3-none-any.whl", "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+        zf.writestr(f"{dist}/RECORD", "".join(f"{n},,\n" for n in files) + f"{dist}/RECORD,,\n")
+    return folder
+
+
+def test_reconfigure_starts_the_cluster_and_installs_driver_libraries(
+    dj, sim_profile, monkeypatch, tmp_path
+) -> None:
+    sim = sim_profile.simulator
+    cid = sim_profile.cluster_id
+    module = f"dbjl_cli_probe_{os.getpid()}_{id(tmp_path) % 100000}"
+    wheels = _probe_wheel(tmp_path / "wheels", module)
+    monkeypatch.setenv("DBJL_DRIVER_REQUIREMENTS", f"ipykernel>=6 {module}==1.0")
+    monkeypatch.setenv("DBJL_PIP_ARGS", f"--no-index --find-links {wheels}")
+    assert sim.cluster(cid).state == "TERMINATED"
+
+    run = dj("demo", "-r", "-i", cid)
+    assert run.code == 0, run
+    assert f"Starting cluster {cid}" in run.err and "is RUNNING" in run.err
+    assert "SSH login works" in run.err
+    assert "pip:" in run.err  # pip's lines are shown while installing
+    assert f"installed {module}==1.0" in run.out
+    assert sim.cluster(cid).state == "RUNNING"
+
+    again = dj("demo", "-r", "-i", cid, "--json")
+    assert again.code == 0 and again.json()["installed"] == []
+
+    # -V sees the probe on the driver only
+    diff = dj("demo", "-V", "diff", "-i", cid, "--json")
+    assert diff.code == 0, diff
+    rows = {r["package"]: r for r in diff.json()["packages"]}
+    assert rows[module.replace("_", "-")] == {
+        "package": module.replace("_", "-"),
+        "local": None,
+        "remote": "1.0",
+    }
+    same = dj("demo", "-V", "same", "-i", cid)
+    assert same.code == 0 and same.out.splitlines()[1].split() == ["Package", "local", "remote"]
+    assert any(line.split()[0] == "pytest" for line in same.out.splitlines()[2:])
+
+    # -m: the blacklist keeps the probe, the whitelist does not
+    black = dj("demo", "-m", "-i", cid, "--dry-run", "--json")
+    assert f"{module.replace('_', '-')}==1.0" in black.json()["requirements"]
+    assert not any(r.startswith("pip==") for r in black.json()["requirements"])
+    white = dj("demo", "-m", "-w", "-i", cid, "--dry-run")
+    assert white.code == 0 and module.replace("_", "-") not in white.out
+    assert dj("demo", "-w", "-i", cid).code == cli.EXIT_USAGE
+
+    # a real -m: the venv is created, then pip fails offline; one sentence, exit 1
+    target = tmp_path / "mirror-env"
+    failed = dj(
+        "demo", "-m", "-i", cid, "--yes", "--env-path", str(target), "--pip-args=--no-index"
+    )
+    assert failed.code == cli.EXIT_FAILURE, failed
+    assert "Installing the mirrored packages failed" in one_sentence_error(failed)
+    assert mirror.venv_python(target).exists()
+    assert f"{module.replace('_', '-')}==1.0" in (target / "requirements-mirror.txt").read_text()
+
+
+def test_lab_checks_then_runs_jupyterlab(dj, sim_profile) -> None:
+    cid = sim_profile.cluster_id
+    run = dj("demo", "-l", "-i", cid, "--dry-run", "--", "--port", "9999")
+    assert run.code == 0, run
+    assert "SSH login works" in run.err
+    assert "No kernelspec for this cluster yet" in run.out
+    assert "-m jupyterlab --port 9999" in run.out
+
+
+def test_ssh_refused_and_cluster_without_key(dj, sim_profile) -> None:
+    sim = sim_profile.simulator
+    cid = sim_profile.cluster_id
+    assert dj("demo", "-r", "-i", cid).code == 0
+    sim.set_ssh_mode(cid, "refuse")
+    run = dj("demo", "-r", "-i", cid)
+    assert run.code == cli.EXIT_SSH, run
+    one_sentence_error(run)
+    sim.set_ssh_mode(cid, "ok")
+
+
+def test_mirror_with_conda_missing(dj, sim_profile, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CONDA_EXE", raising=False)
+    run = dj("demo", "-m", "--conda", "-i", sim_profile.cluster_id, "--yes")
+    assert run.code == cli.EXIT_FAILURE
+    assert "conda is not installed" in one_sentence_error(run)
+
+
+# --------------------------------------------------------------------------------------------
+# As a user runs it
+
+
+def _subprocess(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "databrickslabs_jupyterlab", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env or dict(os.environ),
+        timeout=120,
+    )
+
+
+def test_subprocess_profiles_and_errors(sim_profile) -> None:
+    proc = _subprocess("-p")
+    assert proc.returncode == 0 and "demo" in proc.stdout and "OK" in proc.stdout
+    proc = _subprocess("nope", "-r", "-i", sim_profile.cluster_id)
+    assert proc.returncode == cli.EXIT_NOT_FOUND
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    proc = _subprocess("demo", "-k", "-i", sim_profile.cluster_id, "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "Created kernelspec" in proc.stdout
+
+
+def test_entry_points_exist() -> None:
+    from importlib import metadata
+
+    scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts")}
+    assert scripts["databrickslabs-jupyterlab"] == "databrickslabs_jupyterlab.cli:main"
+    assert scripts["dj"] == "databrickslabs_jupyterlab.cli:main"
