@@ -466,3 +466,29 @@ def test_entry_points_exist() -> None:
     scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts")}
     assert scripts["databrickslabs-jupyterlab"] == "databrickslabs_jupyterlab.cli:main"
     assert scripts["dj"] == "databrickslabs_jupyterlab.cli:main"
+
+
+def test_bootstrap_enables_a_disabled_server_extension(dj, isolated_home) -> None:
+    config = isolated_home / ".jupyter" / "jupyter_server_config.d"
+    config.mkdir(parents=True)
+    (config / "databrickslabs_jupyterlab.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": {"databrickslabs_jupyterlab": False}}})
+    )
+    assert cli._server_extension_state() == (False, "disabled")
+    declined = dj("-b", stdin="n\n")
+    assert "MISSING  server extension" in declined.out and declined.code == cli.EXIT_FAILURE
+    run = dj("-b", "--yes", "--json")
+    checks = {c["check"]: c for c in run.json()["checks"]}
+    assert checks["server extension"]["ok"], checks
+    assert "enabled now" in checks["server extension"]["detail"]
+    assert cli._server_extension_state()[0]
+
+
+def test_dj_script(sim_profile) -> None:
+    import shutil
+
+    script = shutil.which("dj")
+    if script is None:
+        pytest.skip("the dj script is not on PATH (package not installed)")
+    proc = subprocess.run([script, "-v"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == __version__
