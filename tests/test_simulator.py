@@ -388,8 +388,17 @@ def test_processes_survive_close_but_not_terminate(
             r2 = await conn.run("set -m; sleep 120 >/dev/null 2>&1 & echo $!")
             return [int(r1.stdout), int(r2.stdout)]
 
+    async def start_with_pty() -> int:
+        async with await ssh_connect(simulator.cluster(cid).ssh_port, identity) as conn:
+            proc = await conn.create_process("sleep 120 & echo $!; wait", term_type="xterm")
+            return int(await asyncio.wait_for(proc.stdout.readline(), 5))
+
     pids = asyncio.run(start_detached())
-    time.sleep(0.3)
+    pty_pid = asyncio.run(start_with_pty())
+    deadline = time.monotonic() + 5
+    while pid_alive(pty_pid):  # like sshd: the end of a PTY session hangs its processes up
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert all(pid_alive(p) for p in pids)
     simulator.terminate(cid)
     assert not any(pid_alive(p) for p in pids)
@@ -433,6 +442,8 @@ def test_control_endpoints(simulator: SimulatorThread) -> None:
     assert http(simulator, "POST", f"/_sim/clusters/{cid}/drop-ssh")[1]["dropped"] == 0
     clusters = http(simulator, "GET", "/_sim/clusters")[1]["clusters"]
     assert clusters[0]["cluster_id"] == cid and clusters[0]["ssh_port"] > 0
+    status, body = http(simulator, "POST", f"/_sim/clusters/{cid}/terminate", {"reason": "x y"})
+    assert status == 400
     status, body = http(simulator, "POST", f"/_sim/clusters/{cid}/terminate", {})
     assert status == 200 and body["state"] == "TERMINATING"
     assert http(simulator, "POST", "/_sim/clusters/nope/terminate", {})[0] == 404

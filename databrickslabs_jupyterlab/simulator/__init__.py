@@ -13,6 +13,7 @@ import collections
 import contextlib
 import hmac
 import random
+import re
 import secrets
 import shutil
 import string
@@ -61,8 +62,9 @@ class Simulator:
         self.driver_python = str(self.state_dir / "driver" / "python" / "bin" / "python")
         self.workspace_id = str(self._rng.randint(10**15, 10**16 - 1))
         self.latency = 0.0
-        #: Seconds announced in ``Retry-After`` of injected 429/503 answers.
-        self.retry_after = 1
+        #: Seconds announced in ``Retry-After`` of injected 429/503 answers: Databricks' 1 s,
+        #: scaled like every other duration (the SDK waits this plus up to 1 s of jitter).
+        self.retry_after = max(0, round(time_scale))
         self.calls: collections.Counter[str] = collections.Counter()
         self.url = ""
         self.host = "127.0.0.1"
@@ -177,7 +179,10 @@ class Simulator:
 
     async def terminate(self, cluster_id: str, reason: str = "INACTIVITY") -> None:
         """RUNNING (or PENDING/RESTARTING) -> TERMINATING now, TERMINATED after 3 s x time_scale.
-        Returns when TERMINATING has begun and the driver's processes are gone."""
+        Returns when TERMINATING has begun and the driver's processes are gone.
+        ``reason`` is a termination reason code (INACTIVITY, USER_REQUEST, DRIVER_UNREACHABLE...)."""
+        if not re.fullmatch(r"[A-Z][A-Z_]{0,63}", reason):
+            raise ValueError("reason must be a termination reason code such as INACTIVITY")
         await self.cluster(cluster_id).terminate(reason)
 
     async def wait_state(self, cluster_id: str, state: str, timeout: float = 30) -> None:

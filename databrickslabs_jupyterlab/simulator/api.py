@@ -342,7 +342,10 @@ class SimTerminate(_Control):
     async def post(self, cluster_id: str) -> None:
         self.control_cluster(cluster_id)
         reason = str(self.body().get("reason") or "INACTIVITY")
-        await self.sim.terminate(cluster_id, reason)
+        try:
+            await self.sim.terminate(cluster_id, reason)
+        except ValueError as exc:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", str(exc)) from exc
         self.reply(self.sim._clusters[cluster_id].to_json())
 
 
@@ -410,13 +413,14 @@ def make_app(sim: Simulator) -> tornado.web.Application:
     return tornado.web.Application(
         [
             (r"/\.well-known/databricks-config", WellKnownHandler, kw),
-            (r"/api/2\.1/clusters/get", ClustersGet, kw),
-            (r"/api/2\.1/clusters/list", ClustersList, kw),
-            (r"/api/2\.1/clusters/start", ClustersStart, kw),
-            (r"/api/2\.1/clusters/restart", ClustersRestart, kw),
-            (r"/api/2\.1/clusters/delete", ClustersDelete, kw),
-            (r"/api/2\.1/clusters/edit", ClustersEdit, kw),
-            (r"/api/2\.1/clusters/events", ClustersEvents, kw),
+            # 2.1 is what current SDKs call; 2.0 serves older clients the same way.
+            (r"/api/2\.[01]/clusters/get", ClustersGet, kw),
+            (r"/api/2\.[01]/clusters/list", ClustersList, kw),
+            (r"/api/2\.[01]/clusters/start", ClustersStart, kw),
+            (r"/api/2\.[01]/clusters/restart", ClustersRestart, kw),
+            (r"/api/2\.[01]/clusters/delete", ClustersDelete, kw),
+            (r"/api/2\.[01]/clusters/edit", ClustersEdit, kw),
+            (r"/api/2\.[01]/clusters/events", ClustersEvents, kw),
             (r"/api/2\.0/libraries/cluster-status", LibrariesStatus, kw),
             (r"/api/2\.0/libraries/install", LibrariesInstall, kw),
             (rf"/_sim/clusters/{cid}/terminate", SimTerminate, kw),

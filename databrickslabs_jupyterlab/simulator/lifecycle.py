@@ -419,5 +419,8 @@ class SimCluster:
             self._task = None
         self._driver_down()
         await self.wait_killed()
-        for task in list(self.driver._proc_tasks):
+        tasks = list(self.driver._proc_tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)

@@ -16,6 +16,16 @@ T = TypeVar("T")
 _CALL_TIMEOUT = 60.0
 
 
+async def _cancel_leftovers() -> None:
+    """Cancel and await what is still pending (SSH sessions, timers) before the loop stops."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=5)
+
+
 class SimulatorThread:
     def __init__(self, **simulator_kwargs: Any) -> None:
         self._kwargs = simulator_kwargs
@@ -55,6 +65,7 @@ class SimulatorThread:
         loop, self._loop = self._loop, None
         if self.sim is not None:
             asyncio.run_coroutine_threadsafe(self.sim.stop(), loop).result(_CALL_TIMEOUT)
+        asyncio.run_coroutine_threadsafe(_cancel_leftovers(), loop).result(_CALL_TIMEOUT)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(10)
