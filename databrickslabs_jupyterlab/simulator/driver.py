@@ -380,7 +380,7 @@ class SshDriver:
         username = process.get_extra_info("username") or "ubuntu"
         command = process.command
         argv = ["/bin/sh", "-c", command] if command is not None else ["/bin/sh"]
-        self._home_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._home_dir.mkdir, parents=True, exist_ok=True)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
