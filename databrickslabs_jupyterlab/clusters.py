@@ -369,11 +369,17 @@ class ClusterConnection:
             return
         if (state, message) != (self.state, self.message) or not self.events:
             self.events.append({"at": utcnow(), "state": state, "message": message})
+        if (state, view["cluster_state"], operation) != (
+            self.state,
+            self._view.get("cluster_state"),
+            self._view.get("operation"),
+        ):
+            # Only real changes keep the fast cadence; a fresh ssh.checked_at does not.
+            self._last_change = time.monotonic()
         self.state, self.message = state, message
         self._view = view
         self.version += 1
         self.updated_at = utcnow()
-        self._last_change = time.monotonic()
         body = dict(
             view, version=self.version, updated_at=self.updated_at, events=list(self.events)
         )
