@@ -223,7 +223,7 @@ async def test_workspace_down_gives_503_and_error_then_recovers(client, sim_prof
     assert code == 503 and body["error"] == "workspace_unavailable"
     failed = (await client.until(sim_profile, {"error"}))[-1]
     assert "did not answer" in failed["message"] or "failing" in failed["message"]
-    sim._sync(sim.sim._failures.clear)
+    assert sim.clear_failures() > 0
     assert (await client.until(sim_profile, {"terminated"}))[-1]["cluster_state"] == "TERMINATED"
     code, body = await client.call("GET", "clusters", params={"profile": "demo"})
     assert code == 200

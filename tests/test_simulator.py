@@ -434,6 +434,9 @@ def test_control_endpoints(simulator: SimulatorThread) -> None:
     )
     assert http(simulator, "GET", f"/api/2.1/clusters/get?cluster_id={cid}")[0] == 500
     assert http(simulator, "GET", "/_sim/calls")[1]["GET /api/2.1/clusters/get"] == 1
+    simulator.fail_next(3, 503)
+    assert http(simulator, "DELETE", "/_sim/fail")[1] == {"cleared": 3}
+    assert http(simulator, "GET", f"/api/2.1/clusters/get?cluster_id={cid}")[0] == 200
     assert http(simulator, "POST", "/_sim/latency", {"seconds": 0.01})[0] == 200
     assert simulator.sim.latency == 0.01
     assert http(simulator, "POST", f"/_sim/clusters/{cid}/ssh", {"mode": "hang"})[0] == 200

@@ -205,6 +205,12 @@ class Simulator:
             raise ValueError("status must be an HTTP error status (4xx or 5xx)")
         self._failures.extend([(int(status), path)] * int(n))
 
+    def clear_failures(self) -> int:
+        """Forget the failures still queued by :meth:`fail_next`; returns how many there were."""
+        count = len(self._failures)
+        self._failures.clear()
+        return count
+
     def _take_failure(self, path: str) -> int | None:
         for index, (status, prefix) in enumerate(self._failures):
             if prefix is None or path.startswith(prefix):

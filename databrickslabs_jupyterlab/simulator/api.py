@@ -361,6 +361,9 @@ class SimFail(_Control):
         self.sim.fail_next(n, status, path if isinstance(path, str) and path else None)
         self.reply({"n": n, "status": status, "path": path})
 
+    def delete(self) -> None:
+        self.reply({"cleared": self.sim.clear_failures()})
+
 
 class SimLatency(_Control):
     def post(self) -> None:

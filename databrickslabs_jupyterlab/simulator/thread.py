@@ -123,6 +123,9 @@ class SimulatorThread:
     def fail_next(self, n: int, status: int, path: str | None = None) -> None:
         self._sync(self.sim.fail_next, n, status, path)
 
+    def clear_failures(self) -> int:
+        return self._sync(self.sim.clear_failures)
+
     def set_latency(self, seconds: float) -> None:
         def apply() -> None:
             self.sim.latency = float(seconds)
