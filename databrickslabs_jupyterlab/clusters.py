@@ -603,7 +603,9 @@ class ClusterConnection:
         self._probe_for = key
         try:
             self._step("installing", f"Checking the libraries on the driver of cluster {cid}.")
-            await access.prepare(conn, self._detail)
+            installed = await access.prepare(conn, self._detail)
+            if installed:
+                self.note(f"Installed on the driver: {', '.join(installed)}.")
         finally:
             await access.close(conn)
         self._missing = []
