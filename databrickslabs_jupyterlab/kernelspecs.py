@@ -1,10 +1,12 @@
 """Kernelspecs for remote kernels on Databricks cluster drivers.
 
-A spec names its cluster in ``metadata.databricks`` (profile and cluster id); that is what the
-provisioner and the server read. The display name keeps the reference's grammar,
-``SSH <cluster_id> <profile>:<cluster_name> (<env>)``, for people, and nothing parses it back.
-``<env>`` is the local Python environment (venv or conda folder name) and is left out when it
-equals the cluster name, so ``SSH 0806-143104-skirt84 demo:ds`` means "cluster ds, env ds".
+A spec names its cluster in ``metadata.databricks`` (profile, cluster id, and ``spark``: whether
+the provisioner attaches Spark with ``dbcontext()`` once the kernel runs, default true); that is
+what the provisioner and the server read. The display name keeps the reference's grammar,
+``SSH <cluster_id> <profile>:<cluster_name> (<env>[/Spark])``, for people, and nothing parses it
+back. ``<env>`` is the local Python environment (venv or conda folder name) and is left out when
+it equals the cluster name, so ``SSH 0806-143104-skirt84 demo:ds (Spark)`` means "cluster ds,
+env ds, with Spark" and ``SSH 0806-143104-skirt84 demo:ds`` the same without Spark.
 
 The spec holds neither the workspace host nor a token: ``argv`` is only a template that the
 provisioner replaces by its own remote command.
@@ -36,6 +38,7 @@ class DatabricksKernelSpec:
     profile: str
     cluster_id: str
     resource_dir: str
+    spark: bool = True
 
 
 def environment_name(environ: dict[str, str] | None = None) -> str:
@@ -57,12 +60,25 @@ def environment_name(environ: dict[str, str] | None = None) -> str:
     return f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def display_name(cluster_id: str, profile: str, cluster_name: str, env: str | None = None) -> str:
-    """``SSH <cluster_id> <profile>:<cluster_name> (<env>)``; env omitted when equal to the name."""
+def display_name(
+    cluster_id: str,
+    profile: str,
+    cluster_name: str,
+    env: str | None = None,
+    spark: bool = False,
+) -> str:
+    """``SSH <cluster_id> <profile>:<cluster_name> (<env>[/Spark])``.
+
+    The env part is left out when it equals the cluster name (spaces read as underscores); with
+    Spark what remains in the parentheses is then ``(Spark)``.
+    """
     env = environment_name() if env is None else env
     same = env in (cluster_name, cluster_name.replace(" ", "_"))
+    parts = [] if same or not env else [env]
+    if spark:
+        parts.append("Spark")
     base = f"SSH {cluster_id} {profile}:{cluster_name}"
-    return base if same or not env else f"{base} ({env})"
+    return f"{base} ({'/'.join(parts)})" if parts else base
 
 
 def kernel_name(display: str) -> str:
@@ -83,15 +99,21 @@ def kernel_json(
     cluster_name: str,
     env: str | None = None,
     overrides: dict[str, Any] | None = None,
+    *,
+    spark: bool = True,
 ) -> dict[str, Any]:
     """The kernel.json content for one cluster (no host, no token)."""
     _validate(profile, cluster_id)
-    databricks: dict[str, Any] = {"profile": profile, "cluster_id": cluster_id}
-    databricks.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if not isinstance(spark, bool):
+        raise ValueError(f"spark must be true or false, not {spark!r}")
+    databricks: dict[str, Any] = {"profile": profile, "cluster_id": cluster_id, "spark": spark}
+    databricks.update(
+        {k: v for k, v in (overrides or {}).items() if v is not None and k != "spark"}
+    )
     return {
         # Template only: the provisioner runs <driver python> -m ipykernel_launcher remotely.
         "argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": display_name(cluster_id, profile, cluster_name, env),
+        "display_name": display_name(cluster_id, profile, cluster_name, env, spark=spark),
         "language": "python",
         # Interrupts are signals sent on the driver by the provisioner (kill -INT <pid>).
         "interrupt_mode": "signal",
@@ -113,9 +135,14 @@ def create_kernelspec(
     user: bool = True,
     prefix: str | None = None,
     overrides: dict[str, Any] | None = None,
+    spark: bool = True,
 ) -> str:
-    """Install (or replace) the spec for a cluster; returns the kernel name."""
-    spec = kernel_json(profile, cluster_id, cluster_name, env, overrides)
+    """Install (or replace) the spec for a cluster; returns the kernel name.
+
+    With ``spark`` (the default) the provisioner runs ``dbcontext()`` in the kernel once it is
+    up, and the display name ends in ``/Spark``; ``spark=False`` is the CLI's ``-N/--no-spark``.
+    """
+    spec = kernel_json(profile, cluster_id, cluster_name, env, overrides, spark=spark)
     name = kernel_name(spec["display_name"])
     ksm = manager or KernelSpecManager()
     # Earlier specs of the same cluster and profile (other cluster name or env) are replaced.
@@ -147,6 +174,7 @@ def list_kernelspecs(manager: KernelSpecManager | None = None) -> list[Databrick
                 profile=str(databricks.get("profile", "")),
                 cluster_id=str(databricks["cluster_id"]),
                 resource_dir=entry.get("resource_dir", ""),
+                spark=databricks.get("spark", True) is not False,
             )
         )
     return found

@@ -32,6 +32,30 @@ def test_display_name_with_and_without_env() -> None:
     assert kernelspecs.display_name("0806-1", "demo", "my ds", "my_ds") == "SSH 0806-1 demo:my ds"
 
 
+def test_display_name_with_spark() -> None:
+    assert (
+        kernelspecs.display_name("0806-143104-skirt84", "demo", "bernhard-5.5-ml", "dj", spark=True)
+        == "SSH 0806-143104-skirt84 demo:bernhard-5.5-ml (dj/Spark)"
+    )
+    # env left out: only the Spark marker stays in the parentheses
+    assert kernelspecs.display_name("0806-1", "demo", "ds", "ds", spark=True) == (
+        "SSH 0806-1 demo:ds (Spark)"
+    )
+    assert kernelspecs.display_name("0806-1", "demo", "my ds", "my_ds", spark=True) == (
+        "SSH 0806-1 demo:my ds (Spark)"
+    )
+    assert kernelspecs.display_name("0806-1", "demo", "ds", "", spark=True) == (
+        "SSH 0806-1 demo:ds (Spark)"
+    )
+    # the spec's display name follows its spark option
+    assert kernelspecs.kernel_json("demo", "0806-1", "ds", env="dj")["display_name"] == (
+        "SSH 0806-1 demo:ds (dj/Spark)"
+    )
+    assert kernelspecs.kernel_json("demo", "0806-1", "ds", env="dj", spark=False)[
+        "display_name"
+    ] == ("SSH 0806-1 demo:ds (dj)")
+
+
 def test_kernel_name_is_sanitized_and_lowercase() -> None:
     name = kernelspecs.kernel_name("SSH 0419-084056-basal1 AWS-ffm:Standard 7.3 (dj/Spark)")
     assert name == "ssh__ssh0419-084056-basal1aws-ffmstandard7.3djspark"
@@ -50,8 +74,19 @@ def test_kernel_json_holds_no_host_or_token() -> None:
     spec = kernelspecs.kernel_json("demo", "0806-143104-skirt84", "ds", env="dj")
     assert spec["metadata"] == {
         "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME, "config": {}},
-        "databricks": {"profile": "demo", "cluster_id": "0806-143104-skirt84"},
+        "databricks": {"profile": "demo", "cluster_id": "0806-143104-skirt84", "spark": True},
     }
+    no_spark = kernelspecs.kernel_json("demo", "0806-1", "ds", env="dj", spark=False)
+    assert no_spark["metadata"]["databricks"]["spark"] is False
+    # the explicit option wins over an override of the same name
+    assert (
+        kernelspecs.kernel_json("demo", "0806-1", "ds", overrides={"spark": False})["metadata"][
+            "databricks"
+        ]["spark"]
+        is True
+    )
+    with pytest.raises(ValueError, match="spark"):
+        kernelspecs.kernel_json("demo", "0806-1", "ds", spark="no")  # type: ignore[arg-type]
     assert spec["interrupt_mode"] == "signal"
     assert spec["env"] == {}
     text = json.dumps(spec)
@@ -70,14 +105,17 @@ def test_invalid_names_are_refused(profile: str, cluster_id: str) -> None:
 
 def test_create_list_delete(ksm: KernelSpecManager, isolated_home: Path) -> None:
     name = kernelspecs.create_kernelspec("demo", "0806-1", "ds", env="dj", manager=ksm)
-    assert name == "ssh__ssh0806-1demodsdj"
-    other = kernelspecs.create_kernelspec("work", "0901-2", "etl", env="etl", manager=ksm)
+    assert name == "ssh__ssh0806-1demodsdjspark"
+    other = kernelspecs.create_kernelspec(
+        "work", "0901-2", "etl", env="etl", manager=ksm, spark=False
+    )
     assert other == "ssh__ssh0901-2worketl"
 
     listed = {s.name: s for s in kernelspecs.list_kernelspecs(ksm)}
     assert set(listed) == {name, other}
-    assert listed[name].display_name == "SSH 0806-1 demo:ds (dj)"
+    assert listed[name].display_name == "SSH 0806-1 demo:ds (dj/Spark)"
     assert (listed[name].profile, listed[name].cluster_id) == ("demo", "0806-1")
+    assert listed[name].spark and not listed[other].spark
     assert Path(listed[name].resource_dir).is_relative_to(isolated_home)
 
     # jupyter_client sees the provisioner (the spec would be hidden otherwise)
@@ -89,10 +127,31 @@ def test_create_list_delete(ksm: KernelSpecManager, isolated_home: Path) -> None
     renamed = kernelspecs.create_kernelspec("demo", "0806-1", "ds2", env="dj", manager=ksm)
     assert {s.name for s in kernelspecs.list_kernelspecs(ksm)} == {renamed, other}
 
+    # so does switching Spark off (-N) or on again: one spec per cluster and profile
+    plain = kernelspecs.create_kernelspec("demo", "0806-1", "ds2", "dj", manager=ksm, spark=False)
+    assert plain == "ssh__ssh0806-1demods2dj"
+    assert {s.name for s in kernelspecs.list_kernelspecs(ksm)} == {plain, other}
+    renamed = kernelspecs.create_kernelspec("demo", "0806-1", "ds2", "dj", manager=ksm)
+    assert {s.name for s in kernelspecs.list_kernelspecs(ksm)} == {renamed, other}
+
     assert kernelspecs.delete_kernelspec(renamed, manager=ksm)
     assert not kernelspecs.delete_kernelspec(renamed, manager=ksm)
     assert kernelspecs.delete_kernelspecs(profile="work", manager=ksm) == [other]
     assert kernelspecs.list_kernelspecs(ksm) == []
+
+
+def test_specs_without_the_spark_option_count_as_spark(
+    ksm: KernelSpecManager, tmp_path: Path
+) -> None:
+    """Specs written before the option existed keep attaching Spark."""
+    old = kernelspecs.kernel_json("demo", "0806-1", "ds", env="dj")
+    del old["metadata"]["databricks"]["spark"]
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "kernel.json").write_text(json.dumps(old))
+    ksm.install_kernel_spec(str(folder), "ssh__old", user=True)
+    (listed,) = kernelspecs.list_kernelspecs(ksm)
+    assert listed.name == "ssh__old" and listed.spark
 
 
 def test_list_ignores_other_kernels(ksm: KernelSpecManager, tmp_path: Path) -> None:
