@@ -224,7 +224,9 @@ def dbcontext(app_name: str = "databrickslabs-jupyterlab", *, quiet: bool = Fals
     """Create (or attach to) Spark and publish ``spark, sc, sqlContext, dbutils``.
 
     Returns the dict of published names. Raises :class:`DbContextError` with advice when no
-    Spark is available.
+    Spark is available. ``quiet`` leaves out the "ready" line: the provisioner runs
+    ``dbcontext(quiet=True)`` silently in every new kernel whose spec enables Spark, and a
+    notebook may call ``dbcontext()`` again to retry or to see where Spark comes from.
     """
     if on_databricks():
         spark = _databricks_spark()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from databrickslabs_jupyterlab import connect
+from databrickslabs_jupyterlab.provisioner import SPARK_ATTACH_CODE
 
 HAVE_PYSPARK = importlib.util.find_spec("pyspark") is not None
 
@@ -31,6 +33,23 @@ def test_dbcontext_without_spark_says_what_to_do(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
     with pytest.raises(connect.DbContextError, match="pyspark"):
         connect.dbcontext()
+
+
+def test_attach_code_fails_quietly_with_advice_without_pyspark() -> None:
+    """What the provisioner runs in a new kernel: no output of its own, an error that says why."""
+    code = (
+        "import sys\n"
+        "sys.modules['pyspark'] = None\n"
+        "from databrickslabs_jupyterlab.connect import DbContextError\n"
+        f"try:\n    exec({SPARK_ATTACH_CODE!r})\n"
+        "except DbContextError as exc:\n    sys.stderr.write(str(exc))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DATABRICKS_RUNTIME_VERSION"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout == ""
+    assert "pyspark" in out.stderr and "not running on a Databricks driver" in out.stderr
 
 
 def test_local_dbutils_fs(tmp_path: Path) -> None:
