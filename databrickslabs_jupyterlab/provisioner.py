@@ -13,7 +13,13 @@ cluster. It works wherever jupyter_client works (Jupyter Server, ``jupyter conso
   (a port taken between choice and bind cannot happen: the kernel binds port 0), reports the
   kernel's PID and ports, and then stays as the kernel's parent to report its exit status and
   remove the run folder;
-* the five channels are forwarded from local loopback ports to the kernel's ports.
+* the five channels are forwarded from local loopback ports to the kernel's ports;
+* unless the spec says ``metadata.databricks.spark: false``, a background task then runs
+  ``dbcontext()`` silently in the kernel through the forwarded ports (the user's first cell
+  queues behind it). Success puts ``running-spark`` on the board; a failure leaves ``running``
+  with a sentence saying why. ``launch_kernel`` does not wait for it; a restart or shutdown
+  cancels it, and ``DBJL_SPARK_ATTACH_TIMEOUT`` (seconds, default 120) bounds it: when it runs
+  out the kernel is interrupted so that queued cells go on.
 
 All SSH traffic runs on one event loop in a background thread of the process. That keeps the
 forwarded channels flowing when the caller's loop is idle (a synchronous ``KernelManager`` only
@@ -28,12 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
+import queue
 import re
 import shlex
 import signal
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,6 +80,16 @@ DEAD_LINK_WITHIN = 15.0
 #: Upper bound for stopping or cleaning up a kernel whose driver may be gone.
 CLEANUP_TIMEOUT = 8.0
 LAUNCH_ATTEMPTS = 3
+#: Default bound (seconds) for attaching Spark after a start; env ``DBJL_SPARK_ATTACH_TIMEOUT``.
+SPARK_ATTACH_TIMEOUT = 120.0
+SPARK_ATTACH_TIMEOUT_ENV = "DBJL_SPARK_ATTACH_TIMEOUT"
+#: Run silently in a new kernel whose spec enables Spark. ``dbcontext`` stays in the namespace
+#: so that the user can run it again.
+SPARK_ATTACH_CODE = (
+    "from databrickslabs_jupyterlab.connect import dbcontext\ndbcontext(quiet=True)\n"
+)
+#: Longest error text from the kernel that goes into the board's message.
+MESSAGE_LIMIT = 600
 
 # Runs on the driver as ``<driver python> -c BOOTSTRAP``. It speaks JSON lines on stdout and is
 # kept compatible with the oldest driver Pythons (3.8). The request arrives on stdin.
@@ -211,6 +230,27 @@ def _helper_files() -> dict[str, str]:
         return {}
 
 
+def spark_attach_timeout(environ: dict[str, str] | None = None) -> float:
+    """Seconds the background Spark attach may take (``DBJL_SPARK_ATTACH_TIMEOUT``, default 120)."""
+    raw = (os.environ if environ is None else environ).get(SPARK_ATTACH_TIMEOUT_ENV, "")
+    if not raw.strip():
+        return SPARK_ATTACH_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ProvisionerError(
+            f"{SPARK_ATTACH_TIMEOUT_ENV} must be a positive number of seconds, not {raw!r}."
+        )
+    return value
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+
+
 def _target_text(target: Any) -> str:
     return f"{getattr(target, 'user', '?')}@{getattr(target, 'host', '?')}:{getattr(target, 'port', '?')}"
 
@@ -247,6 +287,10 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._owner_loop: asyncio.AbstractEventLoop | None = None
         self._stale: tuple[int, str | None, bool] | None = None
         self._unreachable = False
+        self.spark = True
+        self._spark_timeout = SPARK_ATTACH_TIMEOUT
+        self._spark_future: Any = None  # concurrent.futures.Future of the attach task
+        self._spark_generation = 0
 
     # ---------------------------------------------------------------- configuration
 
@@ -263,6 +307,11 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             raise ProvisionerError(
                 "The kernelspec does not name a valid cluster id (metadata.databricks.cluster_id)."
             )
+        spark = databricks.get("spark", True)
+        if not isinstance(spark, bool):
+            raise ProvisionerError(
+                "metadata.databricks.spark in the kernelspec must be true or false."
+            )
         overrides = {k: databricks[k] for k in SPEC_OVERRIDES if databricks.get(k) is not None}
         try:
             settings = DriverSettings.from_env(**overrides)
@@ -278,21 +327,35 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self.settings = settings
         self.profile = profile
         self.cluster_id = cluster_id
+        self.spark = spark
+        if spark:
+            self._spark_timeout = spark_attach_timeout()
 
-    def _record(self, state: str, message: str | None = None) -> None:
-        """Put the kernel's state on the board, from the loop of whoever manages the kernel."""
+    def _record(
+        self, state: str, message: str | None = None, *, unless: Callable[[], bool] | None = None
+    ) -> None:
+        """Put the kernel's state on the board, from the loop of whoever manages the kernel.
+
+        ``unless`` is asked again right before the record is made (on the owner's loop): a
+        result that became stale on the way is dropped.
+        """
         if not (self.kernel_id and self.profile and self.cluster_id):
             return
         args = (self.kernel_id, self.profile, self.cluster_id, state, message)
+
+        def put() -> None:
+            if unless is None or not unless():
+                board.set(*args)
+
         loop = self._owner_loop
         try:
             current = asyncio.get_running_loop()
         except RuntimeError:
             current = None
         if loop is not None and loop is not current and loop.is_running():
-            loop.call_soon_threadsafe(board.set, *args)
+            loop.call_soon_threadsafe(put)
         else:
-            board.set(*args)
+            put()
 
     async def _lookup_cluster(self) -> None:
         """Public DNS and driver start from the workspace (on the caller's loop)."""
@@ -377,6 +440,7 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             }
         )
         preferred = {n: int(base.get(n) or 0) for n in PORT_NAMES}
+        self._cancel_spark_attach()
         self._exit_status = None
         self._link_lost = False
         self._stopping = False
@@ -397,7 +461,12 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if self._link_lost:
             self._record("disconnected", "The SSH connection to the driver was lost")
         elif self._exit_status is None:
-            self._record("running", f"Kernel running on {_target_text(self._target)}")
+            where = _target_text(self._target)
+            if self.spark:
+                self._record("running", f"Kernel running on {where}, attaching Spark")
+                self._start_spark_attach()
+            else:
+                self._record("running", f"Kernel running on {where}")
 
     async def poll(self) -> int | None:
         if not self._launched:
@@ -442,8 +511,10 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     async def shutdown_requested(self, restart: bool = False) -> None:
         self._stopping = True
+        self._cancel_spark_attach()
 
     async def cleanup(self, restart: bool = False) -> None:
+        self._cancel_spark_attach()
         pid, run_dir, sudo = self.pid, self.run_dir, self.use_sudo
         gone = self._exit_status is not None
         try:
@@ -500,6 +571,114 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     def get_stable_start_time(self, recommended: float = 10.0) -> float:
         return max(recommended, 30.0)
+
+    # ---------------------------------------------------------------- Spark attach
+
+    def _start_spark_attach(self) -> None:
+        """Run ``dbcontext()`` in the new kernel on the SSH loop; returns at once."""
+        self._cancel_spark_attach()
+        generation = self._spark_generation
+        info = dict(self.connection_info)
+        self._spark_future = asyncio.run_coroutine_threadsafe(
+            self._attach_spark(info, generation, self._spark_timeout), _SshLoop.get()
+        )
+
+    def _cancel_spark_attach(self) -> None:
+        """Forget a running attach: it will not touch the board or the kernel any more."""
+        self._spark_generation += 1
+        future, self._spark_future = self._spark_future, None
+        if future is not None and not future.done():
+            future.cancel()
+
+    def _attach_current(self, generation: int) -> bool:
+        return (
+            generation == self._spark_generation
+            and self._launched
+            and not self._stopping
+            and not self._link_lost
+            and self._exit_status is None
+        )
+
+    async def _attach_spark(self, info: dict[str, Any], generation: int, timeout: float) -> None:
+        from jupyter_client.asynchronous import AsyncKernelClient
+
+        where = _target_text(self._target)
+        kc = AsyncKernelClient()
+        try:
+            kc.load_connection_info(info)
+            kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+            msg_id = kc.execute(
+                SPARK_ATTACH_CODE,
+                silent=True,
+                store_history=False,
+                user_expressions={"version": "spark.version"},
+                allow_stdin=False,
+                stop_on_error=False,
+            )
+            reply = await self._shell_reply(kc, msg_id, generation, timeout)
+            if reply is None:
+                if not self._attach_current(generation):
+                    return
+                # Let the cells queued behind the attach run.
+                try:
+                    await asyncio.wait_for(self._signal("INT"), CLEANUP_TIMEOUT)
+                except Exception as exc:
+                    self.log.warning("Could not interrupt the Spark attach: %s", exc)
+                state, message = (
+                    "running",
+                    f"Spark did not attach within {timeout:g} seconds and the attempt was "
+                    "interrupted; run dbcontext() in a cell to try again.",
+                )
+            else:
+                state, message = self._attach_outcome(reply["content"], where)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client itself failed: the kernel may still be fine
+            self.log.warning("Spark attach on cluster %s failed: %s", self.cluster_id, exc)
+            state, message = "running", _short(f"Spark could not be attached: {exc}")
+        finally:
+            kc.stop_channels()  # also ends the client's own zmq context
+        if self._attach_current(generation):
+            if state != "running-spark":
+                self.log.info("Cluster %s: %s", self.cluster_id, message)
+            self._record(state, message, unless=lambda: not self._attach_current(generation))
+
+    async def _shell_reply(
+        self, kc: Any, msg_id: str, generation: int, timeout: float
+    ) -> dict[str, Any] | None:
+        """The execute_reply to ``msg_id``, or None after ``timeout`` or when the kernel went."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._attach_current(generation):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                msg = await kc.get_shell_msg(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                continue
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                return msg
+        return None
+
+    @staticmethod
+    def _attach_outcome(content: dict[str, Any], where: str) -> tuple[str, str]:
+        if content.get("status") == "ok":
+            version = ""
+            expression = (content.get("user_expressions") or {}).get("version") or {}
+            if expression.get("status") == "ok":
+                version = str(expression.get("data", {}).get("text/plain", "")).strip("'\"")
+            spark = f"Spark {version}" if version else "Spark"
+            return "running-spark", f"Kernel running on {where} with {spark}"
+        ename = str(content.get("ename") or "")
+        evalue = str(content.get("evalue") or "")
+        if ename == "KeyboardInterrupt":
+            return (
+                "running",
+                "Attaching Spark was interrupted; run dbcontext() in a cell to attach it.",
+            )
+        detail = evalue if ename == "DbContextError" else f"{ename}: {evalue}"
+        return "running", _short(f"Spark is not available on this driver: {detail.strip()}")
 
     # ---------------------------------------------------------------- SSH loop side
 
@@ -680,6 +859,7 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return result.exit_status == 0
 
     async def _stop(self, signal_name: str) -> None:
+        self._cancel_spark_attach()
         if not self._launched or self.pid is None or self._exit_status is not None:
             return
         self._stopping = True

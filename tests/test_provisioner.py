@@ -4,13 +4,21 @@ Two drivers: the workspace simulator's (asyncssh, real processes, host key renew
 and Debian's OpenSSH sshd reached through a ``Host <cluster_id>`` entry in ``~/.ssh/config``.
 In both cases the cluster itself is looked up in the simulator over HTTP. Both run on this
 machine, so the tests can look at the remote processes and files through /proc.
+
+Spark: the simulator's driver normally has no pyspark. The tests that need a known answer put a
+small ``pyspark`` package on the remote kernel's PYTHONPATH (through the kernelspec's ``env``)
+that fails, sleeps or hangs. The real-Spark test runs when pyspark is importable here, or when
+``DBJL_TEST_PYSPARK_PATH`` names a folder holding it (``pip install --target DIR pyspark``); it
+also needs Java.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -24,10 +32,21 @@ from jupyter_client.manager import AsyncKernelManager, KernelManager
 from nbclient import NotebookClient
 
 from databrickslabs_jupyterlab import kernelspecs
-from databrickslabs_jupyterlab.kernelstate import board
+from databrickslabs_jupyterlab.kernelstate import KernelRecord, board
+from databrickslabs_jupyterlab.provisioner import (
+    DatabricksSshProvisioner,
+    ProvisionerError,
+    spark_attach_timeout,
+)
 from databrickslabs_jupyterlab.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(120)
+
+# Read before the autouse fixture clears DBJL_* variables.
+PYSPARK_PATH = os.environ.get("DBJL_TEST_PYSPARK_PATH") or None
+HAVE_PYSPARK = importlib.util.find_spec("pyspark") is not None or bool(
+    PYSPARK_PATH and Path(PYSPARK_PATH, "pyspark", "__init__.py").is_file()
+)
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -57,9 +76,17 @@ def running_cluster(simulator: Any, sim_profile: Any) -> Any:
 
 @pytest.fixture
 def sim_kernel(running_cluster: Any, jupyter_dirs: Path) -> str:
-    """A kernelspec for the simulator's driver."""
+    """A kernelspec for the simulator's driver (with Spark, the default)."""
     return kernelspecs.create_kernelspec(
         running_cluster.name, running_cluster.cluster_id, "sim-cluster", env="test"
+    )
+
+
+@pytest.fixture
+def sim_kernel_no_spark(running_cluster: Any, jupyter_dirs: Path) -> str:
+    """A kernelspec for the simulator's driver without Spark (the CLI's -N)."""
+    return kernelspecs.create_kernelspec(
+        running_cluster.name, running_cluster.cluster_id, "sim-cluster", env="test", spark=False
     )
 
 
@@ -123,6 +150,34 @@ async def _start(kernel_name: str) -> tuple[AsyncKernelManager, Any]:
     kc.start_channels()
     await kc.wait_for_ready(timeout=30)
     return km, kc
+
+
+def _set_spec_env(kernel_name: str, env: dict[str, str]) -> None:
+    """Give an installed spec an ``env`` (passed on to the remote kernel)."""
+    path = Path(KernelSpecManager().get_kernel_spec(kernel_name).resource_dir, "kernel.json")
+    spec = json.loads(path.read_text())
+    spec["env"] = env
+    path.write_text(json.dumps(spec))
+
+
+def _fake_pyspark(folder: Path, body: str) -> str:
+    """A folder with a ``pyspark`` package whose import runs ``body``; for PYTHONPATH."""
+    package = folder / "pyspark"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(body)
+    return str(folder)
+
+
+async def _wait_record(
+    kernel_id: str, ready: Any, timeout: float = 20, what: str = "board state"
+) -> KernelRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        record = board.get(kernel_id)
+        if record is not None and ready(record):
+            return record
+        assert time.monotonic() < deadline, f"{what} not reached: {record}"
+        await asyncio.sleep(0.05)
 
 
 async def _run(kc: Any, code: str, timeout: float = 20) -> tuple[dict, list[str]]:
@@ -376,7 +431,7 @@ async def test_kernel_in_jupyter_server(
     specs = json.loads((await jp_fetch("api", "kernelspecs")).body)["kernelspecs"]
     assert (
         specs[name]["spec"]["display_name"]
-        == f"SSH {running_cluster.cluster_id} demo:sim-cluster (lab)"
+        == f"SSH {running_cluster.cluster_id} demo:sim-cluster (lab/Spark)"
     )
 
     reply = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}))
@@ -406,5 +461,194 @@ def test_terminated_cluster_gives_a_clear_error(
         km = AsyncKernelManager(kernel_name=name)
         with pytest.raises(Exception, match="TERMINATED"):
             await km.start_kernel()
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------------ Spark
+
+
+def test_spark_attach_timeout_setting() -> None:
+    assert spark_attach_timeout({}) == 120
+    assert spark_attach_timeout({"DBJL_SPARK_ATTACH_TIMEOUT": " "}) == 120
+    assert spark_attach_timeout({"DBJL_SPARK_ATTACH_TIMEOUT": "2.5"}) == 2.5
+    for bad in ("0", "-1", "soon", "nan", "inf"):
+        with pytest.raises(ProvisionerError, match="DBJL_SPARK_ATTACH_TIMEOUT"):
+            spark_attach_timeout({"DBJL_SPARK_ATTACH_TIMEOUT": bad})
+
+
+def test_spark_attach_outcome_sentences() -> None:
+    outcome = DatabricksSshProvisioner._attach_outcome
+    ok = {
+        "status": "ok",
+        "user_expressions": {"version": {"status": "ok", "data": {"text/plain": "'4.3.0'"}}},
+    }
+    assert outcome(ok, "u@h:22") == ("running-spark", "Kernel running on u@h:22 with Spark 4.3.0")
+    state, message = outcome(
+        {"status": "error", "ename": "DbContextError", "evalue": "pyspark is not installed."}, "x"
+    )
+    assert (state, message) == (
+        "running",
+        "Spark is not available on this driver: pyspark is not installed.",
+    )
+    _, message = outcome(
+        {"status": "error", "ename": "ModuleNotFoundError", "evalue": "No module named 'x'"}, "x"
+    )
+    assert (
+        message == "Spark is not available on this driver: ModuleNotFoundError: No module named 'x'"
+    )
+    _, message = outcome({"status": "error", "ename": "OSError", "evalue": "y" * 5000}, "x")
+    assert len(message) <= 600
+    _, message = outcome({"status": "error", "ename": "KeyboardInterrupt", "evalue": ""}, "x")
+    assert "interrupted" in message and "dbcontext()" in message
+
+
+def test_without_spark_the_kernel_is_just_running(sim_kernel_no_spark: str) -> None:
+    spec = KernelSpecManager().get_kernel_spec(sim_kernel_no_spark)
+    assert spec.metadata["databricks"]["spark"] is False
+    assert "Spark" not in spec.display_name
+
+    async def scenario() -> None:
+        km, kc = await _start(sim_kernel_no_spark)
+        try:
+            assert km.provisioner._spark_future is None
+            record = board.get(km.kernel_id)
+            assert record is not None and record.state == "running"
+            assert "Spark" not in (record.message or "")
+            reply, out = await _run(kc, "print('spark' in dir(), 'dbcontext' in dir())")
+            assert out == ["False False\n"]
+            assert reply["content"]["execution_count"] == 1
+            await asyncio.sleep(0.3)
+            assert board.get(km.kernel_id).state == "running"
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+
+    asyncio.run(scenario())
+
+
+def test_spark_without_pyspark_stays_running_with_a_reason(sim_kernel: str, tmp_path: Path) -> None:
+    """The attach runs first (the user's cell queues behind it), fails, and says why."""
+    fake = _fake_pyspark(
+        tmp_path, "import time\ntime.sleep(1.5)\nraise ImportError('no pyspark on this driver')\n"
+    )
+    _set_spec_env(sim_kernel, {"PYTHONPATH": fake})
+
+    async def scenario() -> None:
+        km = AsyncKernelManager(kernel_name=sim_kernel)
+        started = time.monotonic()
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            record = board.get(km.kernel_id)
+            assert record.state == "running" and "attaching Spark" in (record.message or "")
+            # launch_kernel did not wait for the attach (the fake pyspark import takes 1.5 s)
+            assert not km.provisioner._spark_future.done()
+            # The first cell waits behind the attach: dbcontext was imported, 1.5 s went by.
+            reply, out = await _run(kc, "print('dbcontext' in dir(), 'spark' in dir())", 30)
+            assert out == ["True False\n"]
+            assert time.monotonic() - started >= 1.5
+            # the attach was silent: no history entry, no execution count of its own
+            assert reply["content"]["execution_count"] == 1
+            record = await _wait_record(
+                km.kernel_id,
+                lambda r: "Spark" in (r.message or "") and "attaching" not in (r.message or ""),
+            )
+            assert record.state == "running"
+            assert record.message.startswith("Spark is not available on this driver: ")
+            assert "pyspark" in record.message
+            reply, out = await _run(kc, "21 * 2")
+            assert out == ["42"]
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+        assert board.get(km.kernel_id).state == "dead"
+
+    asyncio.run(scenario())
+
+
+def test_spark_attach_that_hangs_is_interrupted_after_the_timeout(
+    sim_kernel: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DBJL_SPARK_ATTACH_TIMEOUT", "2")
+    fake = _fake_pyspark(tmp_path, "import time\ntime.sleep(600)\n")
+    _set_spec_env(sim_kernel, {"PYTHONPATH": fake})
+
+    async def scenario() -> None:
+        km, kc = await _start(sim_kernel)  # kernel_info waits behind the attach
+        try:
+            record = await _wait_record(
+                km.kernel_id, lambda r: "within" in (r.message or ""), timeout=15
+            )
+            assert record.state == "running"
+            assert record.message.startswith("Spark did not attach within 2 seconds")
+            started = time.monotonic()
+            _, out = await _run(kc, "1 + 1")
+            assert out == ["2"]
+            assert time.monotonic() - started < 5
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+
+    asyncio.run(scenario())
+
+
+def test_restart_and_shutdown_cancel_a_pending_attach(sim_kernel: str, tmp_path: Path) -> None:
+    fake = _fake_pyspark(tmp_path, "import time\ntime.sleep(600)\n")
+    _set_spec_env(sim_kernel, {"PYTHONPATH": fake})
+
+    async def scenario() -> None:
+        km = AsyncKernelManager(kernel_name=sim_kernel)
+        await km.start_kernel()
+        prov = km.provisioner
+        first = prov._spark_future
+        first_pid = prov.pid
+        assert first is not None and not first.done()
+        await asyncio.sleep(0.5)
+
+        await km.restart_kernel(now=True)
+        assert first.cancelled()
+        assert await _wait_gone(first_pid)
+        second = km.provisioner._spark_future
+        assert second is not None and second is not first and not second.done()
+        record = board.get(km.kernel_id)
+        assert record.state == "running" and "attaching Spark" in record.message
+
+        await km.shutdown_kernel(now=True)
+        assert second.cancelled()
+        assert board.get(km.kernel_id).state == "dead"
+        await asyncio.sleep(1.5)  # a late attach result would show up here
+        assert board.get(km.kernel_id).state == "dead"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_PYSPARK, reason="pyspark is not importable here")
+@pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java")
+def test_spark_attaches_for_real(sim_kernel: str) -> None:
+    if PYSPARK_PATH:
+        _set_spec_env(sim_kernel, {"PYTHONPATH": PYSPARK_PATH})
+
+    async def scenario() -> None:
+        km, kc = await _start(sim_kernel)
+        pid = km.provisioner.pid
+        try:
+            record = await _wait_record(
+                km.kernel_id, lambda r: r.state == "running-spark", timeout=90, what="running-spark"
+            )
+            assert record.message.startswith("Kernel running on ")
+            assert "with Spark " in record.message
+            reply, out = await _run(kc, "spark.range(10).count()", timeout=60)
+            assert out == ["10"]
+            assert reply["content"]["execution_count"] == 1
+            _, out = await _run(kc, "print(type(dbutils).__name__, sc is spark.sparkContext)")
+            assert out == ["LocalDbUtils True\n"]
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+        assert await _wait_gone(pid)
+        assert board.get(km.kernel_id).state == "dead"
 
     asyncio.run(scenario())
