@@ -91,10 +91,11 @@ class Lab:
                 }
             )
         )
-        stdout, reply = "", None
+        stdout, reply, idle = "", None, False
         deadline = time.monotonic() + timeout
         try:
-            while True:
+            # The reply (shell) and the idle status (iopub) come in either order.
+            while reply is None or not idle:
                 raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
                 assert raw is not None, "the kernel websocket closed"
                 msg = json.loads(raw)
@@ -105,8 +106,8 @@ class Lab:
                 elif msg["msg_type"] == "execute_reply":
                     reply = msg["content"]
                 elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                    if reply is not None:
-                        return {"stdout": stdout, "reply": reply}
+                    idle = True
+            return {"stdout": stdout, "reply": reply}
         finally:
             ws.close()
 
