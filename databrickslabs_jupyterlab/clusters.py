@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import kernelstate
+from . import kernelstate, ssh
 from .settings import DriverSettings
 from .workspace import (
     ClusterInfo,
@@ -123,15 +123,11 @@ class DriverAccess:
         self._host_keys: Any = None
 
     def host_keys(self) -> Any:
-        from . import ssh
-
         if self._host_keys is None:
             self._host_keys = ssh.HostKeyStore(self.settings.state_path)
         return self._host_keys
 
     async def _target(self, profile: str, info: ClusterInfo) -> Any:
-        from . import ssh
-
         return await asyncio.to_thread(
             ssh.resolve_target, info.cluster_id, info.public_dns, profile, self.settings
         )
@@ -169,8 +165,6 @@ class DriverAccess:
 
     async def connect(self, profile: str, info: ClusterInfo, ready_timeout: float) -> DriverLink:
         """Log in to the driver, retrying while its SSH server comes up after a start."""
-        from . import ssh
-
         target = await self._target(profile, info)
         deadline = time.monotonic() + ready_timeout
         while True:
@@ -574,7 +568,9 @@ class ClusterConnection:
     async def _operation_steps(self, kind: str) -> None:
         cid = self.cluster_id
         workspace = await self.registry.workspace(self.profile)
-        identity = self.settings.driver.identity_file_for(self.profile)
+        identity = await asyncio.to_thread(
+            ssh.cluster_identity_file, cid, self.profile, self.settings.driver
+        )
         public_key = await asyncio.to_thread(public_key_for, identity)
         info = await self._read(workspace)
         if kind == "start":

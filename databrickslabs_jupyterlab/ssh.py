@@ -224,8 +224,6 @@ def resolve_target(
     ProxyJump."""
     _check_cluster_id(cluster_id)
     entry = read_host_entry(settings.ssh_config_file, cluster_id)
-    local_user = _local_user()
-    home = str(Path("~").expanduser())
 
     port = settings.ssh_port
     if "port" in entry:
@@ -260,14 +258,7 @@ def resolve_target(
             f"{settings.ssh_config_file} has no Host {cluster_id} entry with a HostName."
         )
 
-    if entry.get("identityfile"):
-        tokens = {"d": home, "u": local_user, "h": host, "r": user, "n": cluster_id}
-        identity = os.path.expanduser(_expand_percent(entry["identityfile"], tokens))
-        if not os.path.isabs(identity):
-            identity = str(Path(home) / identity)
-    else:
-        identity = str(settings.identity_file_for(profile))
-
+    identity = _identity_from_entry(entry, cluster_id, profile, settings, host, user)
     return SshTarget(
         cluster_id=cluster_id,
         host=host,
@@ -277,6 +268,32 @@ def resolve_target(
         proxy_command=proxy_command,
         proxy_jump=proxy_jump,
     )
+
+
+def _identity_from_entry(
+    entry: Mapping[str, str],
+    cluster_id: str,
+    profile: str,
+    settings: DriverSettings,
+    host: str,
+    user: str,
+) -> str:
+    if not entry.get("identityfile"):
+        return str(settings.identity_file_for(profile))
+    home = str(Path("~").expanduser())
+    tokens = {"d": home, "u": _local_user(), "h": host, "r": user, "n": cluster_id}
+    identity = os.path.expanduser(_expand_percent(entry["identityfile"], tokens))
+    return identity if os.path.isabs(identity) else str(Path(home) / identity)
+
+
+def cluster_identity_file(cluster_id: str, profile: str, settings: DriverSettings) -> Path:
+    """The private key used for ``cluster_id``: the IdentityFile of its ``Host`` entry in the
+    SSH config when there is one, else the profile's key (``~/.ssh/id_<profile>``)."""
+    _check_cluster_id(cluster_id)
+    entry = read_host_entry(settings.ssh_config_file, cluster_id)
+    host = entry.get("hostname") or cluster_id
+    user = entry.get("user") or settings.ssh_user
+    return Path(_identity_from_entry(entry, cluster_id, profile, settings, host, user))
 
 
 def _local_user() -> str:

@@ -168,6 +168,15 @@ def test_identity_setting_is_default_and_config_still_wins(isolated_home: Path) 
     assert target.identity_file == str(isolated_home / ".ssh" / "id_h")
 
 
+def test_cluster_identity_file_follows_the_host_entry(isolated_home: Path) -> None:
+    settings = settings_for(isolated_home)
+    assert ssh.cluster_identity_file(CLUSTER, "demo", settings) == isolated_home / ".ssh/id_demo"
+    write_config(isolated_home, f"Host {CLUSTER}\n  HostName 10.1.2.3\n  IdentityFile ~/k/%n\n")
+    expected = isolated_home / "k" / CLUSTER
+    assert ssh.cluster_identity_file(CLUSTER, "demo", settings) == expected
+    assert resolve_target(CLUSTER, None, "demo", settings).identity_file == str(expected)
+
+
 # --------------------------------------------------------------------------------------------
 # Command lines (units)
 
