@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-k", "--kernelspec", action="store_true", help="Create a kernel specification")
     p.add_argument(
+        "-N",
+        "--no-spark",
+        action="store_true",
+        help="-k: a kernel without Spark (dbcontext() is not run when it starts)",
+    )
+    p.add_argument(
         "-l",
         "--lab",
         action="store_true",
@@ -335,6 +341,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise CliError(f"Use one of {flags} at a time.", EXIT_USAGE)
     if args.whitelist and not args.mirror:
         raise CliError("-w only applies to -m.", EXIT_USAGE)
+    if args.no_spark and not args.kernelspec:
+        raise CliError("-N only applies to -k.", EXIT_USAGE)
     if not args.profile:
         if args.ssh_config or args.clipboard or actions or args.id or args.organisation:
             raise CliError(
@@ -893,6 +901,7 @@ async def create_kernelspec(ctx: Context) -> None:
         ctx.profile,
         info.cluster_id,
         info.cluster_name or info.cluster_id,
+        spark=not ctx.args.no_spark,
     )
     spec = next((s for s in _specs(ctx.profile, info.cluster_id) if s["name"] == name), None)
     display = spec["display_name"] if spec else name

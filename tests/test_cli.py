@@ -76,6 +76,7 @@ def test_help_lists_the_reference_flags_and_exit_codes(dj) -> None:
         "-c",
         "-i CLUSTER_ID",
         "-k",
+        "-N",
         "-l",
         "-o ORGANISATION",
         "-p",
@@ -284,8 +285,18 @@ def test_kernelspec_non_interactive(dj, sim_profile, private_jupyter) -> None:
     assert spec["metadata"]["databricks"] == {
         "profile": "demo",
         "cluster_id": sim_profile.cluster_id,
+        "spark": True,
     }
+    assert data["display_name"].endswith("Spark)")
     assert sim_profile.simulator.token not in json.dumps(spec)
+
+    # -N: the same cluster without Spark replaces the spec
+    plain = dj("demo", "-k", "-N", "-i", sim_profile.cluster_id, "--yes", "--json").json()
+    assert "Spark" not in plain["display_name"]
+    path = private_jupyter / "kernels" / plain["kernel_name"] / "kernel.json"
+    assert json.loads(path.read_text())["metadata"]["databricks"]["spark"] is False
+    assert [s.name for s in kernelspecs.list_kernelspecs()] == [plain["kernel_name"]]
+    assert dj("demo", "-N").code == cli.EXIT_USAGE
 
 
 def test_kernelspec_interactive_offers_only_clusters_with_the_key(dj, sim_profile) -> None:
