@@ -496,11 +496,26 @@ class Context:
 
         return public_key_for(self.key_path)
 
-    def require_key(self) -> str:
-        pub = self.public_key()
-        if not self.key_path.exists() or pub is None:
+    def key_for(self, cluster_id: str | None) -> Path:
+        """The private key for a cluster: the IdentityFile of its ``Host`` entry, if any,
+        else the profile's key (the same choice the server and the provisioner make)."""
+        if not cluster_id:
+            return self.key_path
+        from . import ssh
+
+        try:
+            return ssh.cluster_identity_file(cluster_id, self.profile, self.settings)
+        except ssh.SshError as err:
+            raise CliError(_sentence(str(err)), EXIT_USAGE) from None
+
+    def require_key(self, cluster_id: str | None = None) -> str:
+        from .workspace import public_key_for
+
+        key = self.key_for(cluster_id)
+        pub = public_key_for(key)
+        if not key.exists() or pub is None:
             raise CliError(
-                f"There is no SSH key {tilde(self.key_path)} (with .pub) for profile "
+                f"There is no SSH key {tilde(key)} (with .pub) for profile "
                 f"{self.profile}; create it and add it to a cluster with "
                 f"'{PROG} {self.profile} -s -i CLUSTER_ID'.",
                 EXIT_SSH,
@@ -605,7 +620,7 @@ def _describe(c: Any) -> str:
 
 async def _cluster(ctx: Context) -> tuple[Any, Any]:
     """The workspace and the chosen cluster; local problems are reported before any API call."""
-    ctx.require_key()
+    ctx.require_key(ctx.args.id)
     if not ctx.args.id and (ctx.args.yes or ctx.args.json):
         raise CliError("Name the cluster with -i CLUSTER_ID (no prompt with --yes/--json).", 2)
     ws = await ctx.workspace()
@@ -616,21 +631,26 @@ async def select_cluster(ctx: Context, ws: Any, *, need_key: bool = True) -> Any
     """The cluster of ``-i``, or one picked from a numbered list of those carrying the key."""
     from .workspace import key_installed
 
-    pub = ctx.require_key() if need_key else ctx.public_key()
     cluster_id = ctx.args.id
     if cluster_id:
+        pub = ctx.require_key(cluster_id) if need_key else ctx.public_key()
         info = await _ws_call(ws.get_cluster(cluster_id))
         if need_key and not key_installed(pub, info.ssh_public_keys):
+            key = ctx.key_for(cluster_id)
             raise CliError(
-                f"Cluster {cluster_id} does not carry the public key {tilde(ctx.pub_path)}; "
+                f"Cluster {cluster_id} does not carry the public key {tilde(key)}.pub; "
                 f"add it with '{PROG} {ctx.profile} -s -i {cluster_id}'.",
                 EXIT_SSH,
             )
         return info
     if ctx.args.yes or ctx.args.json:
         raise CliError("Name the cluster with -i CLUSTER_ID (no prompt with --yes/--json).", 2)
+    from .workspace import public_key_for
+
     clusters = [
-        c for c in await _ws_call(ws.list_clusters()) if key_installed(pub, c.ssh_public_keys)
+        c
+        for c in await _ws_call(ws.list_clusters())
+        if key_installed(public_key_for(ctx.key_for(c.cluster_id)), c.ssh_public_keys)
     ]
     if not clusters:
         raise CliError(

@@ -503,3 +503,16 @@ def test_dj_script(sim_profile) -> None:
         pytest.skip("the dj script is not on PATH (package not installed)")
     proc = subprocess.run([script, "-v"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == __version__
+
+
+def test_a_host_entry_key_wins_over_the_profile_key(dj, sim_profile, isolated_home) -> None:
+    sim = sim_profile.simulator
+    other_key = isolated_home / ".ssh" / "work_key"
+    public = make_keypair(other_key)
+    cid = sim.add_cluster("own-key", ssh_public_keys=[public])
+    with open(sim_profile.ssh_config, "a") as f:
+        f.write(sim.ssh_config_entry(cid, str(other_key)))
+    run = dj("demo", "-k", "-i", cid, "--yes")
+    assert run.code == 0, run
+    listed = dj("demo", "-k", stdin="0\n")
+    assert "'own-key'" in listed.out and "'sim-cluster'" in listed.out
