@@ -38,10 +38,10 @@ def check(name: str, body: Any) -> Any:
     return body
 
 
-@pytest.fixture
-def jp_server_config(sim_profile):
-    # sim_profile first: it sets DBJL_DRIVER_PYTHON, which the extension reads at start.
-    # pytest-jupyter points HOME elsewhere, so the key is named explicitly.
+def server_config(sim_profile: Any, **extension: Any) -> dict[str, Any]:
+    """The Jupyter server config of these tests, with fast cadences and short timeouts.
+
+    pytest-jupyter points HOME elsewhere, so the key is named explicitly."""
     return {
         "ServerApp": {
             "jpserver_extensions": {"databrickslabs_jupyterlab": True},
@@ -56,8 +56,15 @@ def jp_server_config(sim_profile):
             "first_read_wait": 3,
             "ssh_ready_timeout": 20,
             "identity_file": str(sim_profile.identity_file),
+            **extension,
         },
     }
+
+
+@pytest.fixture
+def jp_server_config(sim_profile):
+    # sim_profile first: it sets DBJL_DRIVER_PYTHON, which the extension reads at start.
+    return server_config(sim_profile)
 
 
 @pytest.fixture

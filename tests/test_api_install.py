@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from tests.fixtures.wheels import build_wheel
-from tests.test_api import Client, assert_no_secret, check
+from tests.test_api import Client, assert_no_secret, check, server_config
 
 pytestmark = pytest.mark.filterwarnings("error::jupyter_server.utils.JupyterServerAuthWarning")
 
@@ -20,23 +20,11 @@ PROBE = f"dbjl-probe-{uuid.uuid4().hex[:8]}"
 @pytest.fixture
 def jp_server_config(sim_profile, tmp_path):
     wheels = build_wheel(tmp_path / "wheels", PROBE, "1.2.3").parent
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"databrickslabs_jupyterlab": True},
-            "allow_unauthenticated_access": False,
-        },
-        "DatabricksLabsJupyterLab": {
-            "refresh_interval": 0.2,
-            "steady_refresh_interval": 1.0,
-            "workspace_retry_timeout": 2,
-            "workspace_http_timeout": 2,
-            "ssh_check_timeout": 3,
-            "ssh_ready_timeout": 20,
-            "identity_file": str(sim_profile.identity_file),
-            "driver_requirements": ["ipykernel>=6.0", f"{PROBE}>=1.2"],
-            "pip_args": ["--no-index", "--find-links", str(wheels)],
-        },
-    }
+    return server_config(
+        sim_profile,
+        driver_requirements=["ipykernel>=6.0", f"{PROBE}>=1.2"],
+        pip_args=["--no-index", "--find-links", str(wheels)],
+    )
 
 
 @pytest.fixture

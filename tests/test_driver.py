@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import platform
 import subprocess
 import sys
-import zipfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from databrickslabs_jupyterlab.driver import (
 )
 from databrickslabs_jupyterlab.settings import DriverSettings
 from databrickslabs_jupyterlab.ssh import HostKeyStore, SshError
+from tests.fixtures import wheels as wheels_fixture
 from tests.fixtures.sshd import Sshd
 
 CLUSTER = "0123-456789-driver01"
@@ -35,27 +33,7 @@ PROBE = "dbjl-probe"
 
 
 def build_wheel(folder: Path, name: str = PROBE, version: str = "1.0") -> Path:
-    """A minimal pure-Python wheel, written by hand (no build backend, no network)."""
-    module = name.replace("-", "_")
-    dist_info = f"{module}-{version}.dist-info"
-    files = {
-        f"{module}/__init__.py": f"VERSION = {version!r}\n",
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist_info}/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: dbjl-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
-    record.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
-    wheel = folder / f"{module}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, text in files.items():
-            zf.writestr(path, text)
-    return wheel
+    return wheels_fixture.build_wheel(folder, name, version)
 
 
 @pytest.fixture(scope="module")
