@@ -23,8 +23,6 @@ from tornado.websocket import websocket_connect
 
 from databrickslabs_jupyterlab import demo
 
-pytestmark = pytest.mark.slow
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -112,6 +110,7 @@ class Lab:
             ws.close()
 
 
+@pytest.mark.slow
 def test_demo_runs_a_notebook_on_the_simulated_driver_and_stops_cleanly(
     isolated_home: Path,
 ) -> None:
