@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 
 from databrickslabs_jupyterlab import __version__, cli, kernelspecs, mirror
 from databrickslabs_jupyterlab.simulator import make_keypair
+from tests.fixtures.wheels import build_wheel
 
 
 @pytest.fixture(autouse=True)
@@ -348,28 +348,13 @@ def test_delete_kernelspecs(dj, sim_profile) -> None:
 # -r, -l, -V, -m
 
 
-def _probe_wheel(folder: Path, module: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    dist = f"{module}-1.0.dist-info"
-    files = {
-        f"{module}/__init__.py": "",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    with zipfile.ZipFile(folder / f"{module}-1.0-py3-none-any.whl", "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-        zf.writestr(f"{dist}/RECORD", "".join(f"{n},,\n" for n in files) + f"{dist}/RECORD,,\n")
-    return folder
-
-
 def test_reconfigure_starts_the_cluster_and_installs_driver_libraries(
     dj, sim_profile, monkeypatch, tmp_path
 ) -> None:
     sim = sim_profile.simulator
     cid = sim_profile.cluster_id
     module = f"dbjl_cli_probe_{os.getpid()}_{id(tmp_path) % 100000}"
-    wheels = _probe_wheel(tmp_path / "wheels", module)
+    wheels = build_wheel(tmp_path / "wheels", module).parent
     monkeypatch.setenv("DBJL_DRIVER_REQUIREMENTS", f"ipykernel>=6 {module}==1.0")
     monkeypatch.setenv("DBJL_PIP_ARGS", f"--no-index --find-links {wheels}")
     assert sim.cluster(cid).state == "TERMINATED"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from databrickslabs_jupyterlab import mirror
+from tests.fixtures.wheels import build_wheel
 
 DRIVER = {
     "numpy": "1.26.4",
@@ -82,30 +82,10 @@ def test_env_name() -> None:
     assert mirror.env_name("///") == "databricks-mirror"
 
 
-def _write_wheel(folder: Path, module: str, version: str, code: str) -> Path:
-    """A minimal pure-Python wheel, so the test needs no index and no build backend."""
-    folder.mkdir(parents=True, exist_ok=True)
-    dist = f"{module}-{version}.dist-info"
-    files = {
-        f"{module}/__init__.py": code,
-        f"{dist}/METADATA": (
-            f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: {version}\n"
-        ),
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-        "Tag: py3-none-any\n",
-    }
-    path = folder / f"{module}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-        zf.writestr(f"{dist}/RECORD", "".join(f"{n},,\n" for n in files) + f"{dist}/RECORD,,\n")
-    return path
-
-
 def test_create_venv_installs_the_requirements(tmp_path: Path) -> None:
     """A real venv; the requirement is satisfied offline from a wheel built here."""
     wheels = tmp_path / "wheels"
-    _write_wheel(wheels, "dbjl_mirror_probe", "1.2.3", "VALUE = 42\n")
+    build_wheel(wheels, "dbjl-mirror-probe", "1.2.3", "VALUE = 42\n")
     lines: list[str] = []
     env = tmp_path / "env"
     with pytest.raises(mirror.MirrorError, match="exit status"):
