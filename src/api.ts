@@ -66,6 +66,8 @@ export interface IClusterStatus {
     error: string | null;
   };
   operation: IOperation | null;
+  /** Kernels of this cluster known to the server, with their state. */
+  kernels?: Array<{ kernel_id: string; kernel_state: KernelState }>;
   version: number;
   updated_at?: string;
   events: IClusterEvent[];

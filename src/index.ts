@@ -58,10 +58,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const trans = (translator ?? nullTranslator).load('databrickslabs_jupyterlab');
     const api = new DatabricksApi(app.serviceManager.serverSettings);
-    const model = new StatusModel({ api, prompt: makeRestartPrompt(trans) });
-
     // Follow the current notebook or console, its kernel and its restarts.
     let context: ISessionContext | null = null;
+    const model = new StatusModel({
+      api,
+      prompt: makeRestartPrompt(trans),
+      reconnect: () => {
+        void context?.session?.kernel?.reconnect().catch(reason => {
+          console.warn('databrickslabs-jupyterlab: kernel reconnect failed', reason);
+        });
+      }
+    });
+
     const onKernelChanged = () => {
       model.setKernel(context?.session?.kernel?.id ?? null);
       onStatus();

@@ -31,6 +31,9 @@ export const DEFAULT_SETTINGS: IStatusSettings = {
   refreshInterval: 1000
 };
 
+/** Pause between two attempts to reconnect the browser to a kernel (ms). */
+export const RECONNECT_PAUSE = 3000;
+
 /** Smallest accepted refresh interval, so a bad setting cannot flood the server. */
 export const MIN_REFRESH_INTERVAL = 250;
 
@@ -67,6 +70,12 @@ export namespace StatusModel {
      * transition and never while another dialog of the model is open.
      */
     prompt?: (model: StatusModel, status: IClusterStatus) => Promise<void>;
+    /**
+     * Reconnects the browser to the current kernel. Called when the server
+     * reports the kernel running on a connected cluster while the browser's
+     * connection gave up (e.g. after the cluster restarted the kernel).
+     */
+    reconnect?: () => void;
   }
 }
 
@@ -82,6 +91,11 @@ function isAbort(error: unknown): boolean {
   return (error as { name?: string })?.name === 'AbortError';
 }
 
+/** Whether a start or reconfigure is still at work (`done` lingers a moment). */
+export function operationRunning(status: IClusterStatus): boolean {
+  return !!status.operation && status.operation.step !== 'done';
+}
+
 function clusterKey(status: { profile: string; cluster_id: string }): string {
   return `${status.profile}/${status.cluster_id}`;
 }
@@ -93,6 +107,7 @@ export class StatusModel implements IDisposable {
     this._wait = options.longPollWait ?? 25;
     this._maxBackoff = options.maxBackoff ?? 30 * 1000;
     this._prompt = options.prompt ?? null;
+    this._reconnect = options.reconnect ?? null;
     this._poll = new Poll<void, unknown>({
       name: 'databrickslabs-jupyterlab:status',
       factory: () => this._tick(),
@@ -197,7 +212,7 @@ export class StatusModel implements IDisposable {
   /** Whether "Restart cluster" makes sense now. */
   get canRestart(): boolean {
     const c = this._cluster;
-    if (!this.visible || !c || this._busy || c.operation) {
+    if (!this.visible || !c || this._busy || operationRunning(c)) {
       return false;
     }
     return ['terminated', 'unreachable', 'error', 'unknown'].includes(c.state);
@@ -206,7 +221,7 @@ export class StatusModel implements IDisposable {
   /** Whether "Reconfigure" makes sense now (the cluster runs). */
   get canReconfigure(): boolean {
     const c = this._cluster;
-    if (!this.visible || !c || this._busy || c.operation) {
+    if (!this.visible || !c || this._busy || operationRunning(c)) {
       return false;
     }
     return (
@@ -276,6 +291,7 @@ export class StatusModel implements IDisposable {
       this._kernelDirty = true;
       this._refreshSoon();
     }
+    this._maybeReconnect();
     this._changed.emit();
   }
 
@@ -329,6 +345,7 @@ export class StatusModel implements IDisposable {
     this._isDisposed = true;
     this._abortRequest();
     clearTimeout(this._soonTimer);
+    clearTimeout(this._reconnectTimer);
     this._poll.dispose();
     Signal.clearData(this);
   }
@@ -419,10 +436,50 @@ export class StatusModel implements IDisposable {
     this._cluster = status;
     this._failure = null;
     if (this._kernel && clusterKey(this._kernel) === clusterKey(status)) {
-      this._kernel = { ...this._kernel, cluster: status };
+      const mine = status.kernels?.find(k => k.kernel_id === this._kernelId);
+      this._kernel = {
+        ...this._kernel,
+        kernel_state: mine?.kernel_state ?? this._kernel.kernel_state,
+        cluster: status
+      };
     }
     this._changed.emit();
     this._checkPrompt(status);
+    this._maybeReconnect();
+  }
+
+  /**
+   * Bring the browser's kernel connection back once the server says the
+   * kernel runs again (the browser's own attempts back off for minutes or
+   * give up). Retried every few seconds while the condition holds.
+   */
+  private _maybeReconnect(): void {
+    clearTimeout(this._reconnectTimer);
+    const cluster = this._cluster;
+    const kernelState = this._kernel?.kernel_state;
+    if (
+      this._isDisposed ||
+      !this._reconnect ||
+      (this._localStatus !== 'disconnected' && this._localStatus !== 'connecting') ||
+      !cluster ||
+      cluster.state !== 'connected' ||
+      operationRunning(cluster) ||
+      (kernelState !== 'running' && kernelState !== 'running-spark')
+    ) {
+      return;
+    }
+    const wait = this._lastReconnect + RECONNECT_PAUSE - Date.now();
+    if (wait > 0) {
+      this._reconnectTimer = setTimeout(() => this._maybeReconnect(), wait);
+      return;
+    }
+    this._lastReconnect = Date.now();
+    try {
+      this._reconnect();
+    } catch (error) {
+      console.error('databrickslabs-jupyterlab: kernel reconnect failed', error);
+    }
+    this._reconnectTimer = setTimeout(() => this._maybeReconnect(), RECONNECT_PAUSE);
   }
 
   /**
@@ -433,7 +490,7 @@ export class StatusModel implements IDisposable {
    */
   private _checkPrompt(status: IClusterStatus): void {
     const key = clusterKey(status);
-    if (!PROMPT_STATES.has(status.state) || status.operation) {
+    if (!PROMPT_STATES.has(status.state) || operationRunning(status)) {
       if (status.state !== 'unknown') {
         this._prompted.delete(key);
       }
@@ -520,6 +577,9 @@ export class StatusModel implements IDisposable {
   private _prompt:
     | ((model: StatusModel, status: IClusterStatus) => Promise<void>)
     | null;
+  private _reconnect: (() => void) | null;
+  private _lastReconnect = 0;
+  private _reconnectTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   private _poll: Poll<void, unknown>;
   private _changed = new Signal<this, void>(this);
   private _kernelId: string | null = null;

@@ -20,7 +20,7 @@ import {
 import React from 'react';
 
 import type { IClusterStatus } from './api';
-import { DisplayState, StatusModel } from './model';
+import { DisplayState, operationRunning, StatusModel } from './model';
 
 /** Icon per displayed state. */
 const ICONS: { [state in DisplayState]: LabIcon } = {
@@ -82,7 +82,7 @@ export function stepText(
   trans: TranslationBundle
 ): string {
   const op = cluster?.operation;
-  if (!op || !op.step_count) {
+  if (!cluster || !op || !op.step_count || !operationRunning(cluster)) {
     return '';
   }
   return trans.__('step %1/%2', op.step_index, op.step_count);

@@ -1,5 +1,5 @@
 import type { IClusterStatus } from '../api';
-import { MIN_REFRESH_INTERVAL, StatusModel } from '../model';
+import { MIN_REFRESH_INTERVAL, RECONNECT_PAUSE, StatusModel } from '../model';
 import { FakeApi, FakeApiError, sleep, waitFor } from './fakeapi';
 
 /** A prompt that records its calls and stays open until `close()`. */
@@ -205,6 +205,53 @@ describe('StatusModel', () => {
       await waitFor(() => model.displayState === 'connected', 2000, 'connected again');
       model.setLocalStatus('dead');
       expect(model.displayState).toBe('kernel-disconnected');
+    });
+
+    it('reconnects a disconnected browser once the server reports the kernel back', async () => {
+      let reconnects = 0;
+      make({ reconnect: () => reconnects++, settings: { autoPrompt: false } });
+      model.setKernel('k1');
+      await waitFor(() => api.pending === 1, 2000, 'long poll');
+      model.setLocalStatus('idle');
+      api.setKernelState('k1', 'dead');
+      api.update('c1', 'terminated', { kernels: [{ kernel_id: 'k1', kernel_state: 'dead' }] });
+      await waitFor(() => model.displayState === 'terminated', 2000, 'terminated');
+      model.setLocalStatus('disconnected');
+      await sleep(400);
+      api.update('c1', 'starting', { operation: api.operation('start', 'starting', 1) });
+      api.update('c1', 'connected', {
+        operation: api.operation('start', 'restarting-kernels', 4),
+        kernels: [{ kernel_id: 'k1', kernel_state: 'starting' }]
+      });
+      await waitFor(() => model.cluster?.operation?.step === 'restarting-kernels', 2000, 'restarting');
+      expect(reconnects).toBe(0);
+      api.setKernelState('k1', 'running');
+      api.update('c1', 'connected', {
+        operation: null,
+        kernels: [{ kernel_id: 'k1', kernel_state: 'running' }]
+      });
+      await waitFor(() => reconnects === 1, 2000, 'reconnect');
+      expect(model.displayState).toBe('kernel-disconnected');
+      model.refresh();
+      await sleep(300);
+      expect(reconnects).toBe(1); // not on every poll
+      // Still disconnected a while later: one more attempt.
+      await waitFor(() => reconnects === 2, RECONNECT_PAUSE + 1000, 'retry');
+      model.setLocalStatus('connected');
+      model.setLocalStatus('idle');
+      expect(model.displayState).toBe('connected');
+      await sleep(RECONNECT_PAUSE + 200);
+      expect(reconnects).toBe(2); // connected again: no more attempts
+    });
+
+    it('takes the kernel state from the cluster status when the server lists it', async () => {
+      make();
+      model.setKernel('k1');
+      await waitFor(() => api.pending === 1, 2000, 'long poll');
+      const kernelCalls = api.count('getKernel');
+      api.update('c1', 'connected', { kernels: [{ kernel_id: 'k1', kernel_state: 'running-spark' }] });
+      await waitFor(() => model.displayState === 'running-spark', 2000, 'spark');
+      expect(api.count('getKernel')).toBeLessThanOrEqual(kernelCalls + 1);
     });
 
     it('the kernel state only refines a connected cluster', async () => {

@@ -1,0 +1,102 @@
+"""Server configuration of the galata UI tests.
+
+Starts the workspace simulator in a thread, writes a Databricks profile, an SSH key and an SSH
+config into a private temporary HOME, creates the kernelspec of one simulated cluster, and
+points the extension at all of it through DBJL_* variables. The tests control the simulator over
+its ``/_sim`` endpoints; where to find it is written to the JSON file named by ``DBJL_UI_INFO``.
+
+Never use this configuration outside the tests: galata's settings remove every security check.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from jupyterlab.galata import configure_jupyter_server
+
+from databrickslabs_jupyterlab import kernelspecs
+from databrickslabs_jupyterlab.simulator import SimulatorThread
+from databrickslabs_jupyterlab.simulator.keys import make_keypair
+
+c = get_config()  # noqa: F821 - provided by the traitlets config loader
+
+configure_jupyter_server(c)
+c.ServerApp.jpserver_extensions = {"databrickslabs_jupyterlab": True}
+
+PROFILE = "demo"
+CLUSTER_NAME = "ui-test-cluster"
+CLUSTER_ID = "0101-000000-uitest01"
+# Simulated transitions run at this fraction of their real pace (start 6 s -> 1.5 s), slow
+# enough for the browser to see every step, fast enough for the tests.
+TIME_SCALE = float(os.environ.get("DBJL_UI_TIME_SCALE", "0.25"))
+
+root = Path(tempfile.mkdtemp(prefix="dbjl-ui-tests-"))
+home = root / "home"
+ssh_dir = home / ".ssh"
+ssh_dir.mkdir(parents=True, mode=0o700)
+key = ssh_dir / f"id_{PROFILE}"
+
+# Only the test's own Databricks and product settings may be read.
+for name in list(os.environ):
+    if name.startswith(("DATABRICKS_", "DBJL_")) and name != "DBJL_UI_INFO":
+        del os.environ[name]
+
+sim = SimulatorThread(time_scale=TIME_SCALE, state_dir=root / "simulator")
+sim.start()
+
+public_key = make_keypair(key)
+cluster_id = sim.add_cluster(
+    CLUSTER_NAME, cluster_id=CLUSTER_ID, state="RUNNING", ssh_public_keys=[public_key]
+)
+config_file = home / ".databrickscfg"
+config_file.write_text(sim.profile_text(PROFILE))
+config_file.chmod(0o600)
+ssh_config = ssh_dir / "config"
+ssh_config.write_text(sim.ssh_config_entry(cluster_id, str(key)))
+
+os.environ.update(
+    {
+        "HOME": str(home),
+        "DATABRICKS_CONFIG_FILE": str(config_file),
+        "DBJL_SSH_CONFIG": str(ssh_config),
+        "DBJL_IDENTITY_FILE": str(key),
+        "DBJL_DRIVER_PYTHON": sim.driver_python,
+        "DBJL_STATE_DIR": str(home / ".databrickslabs_jupyterlab"),
+        # The kernelspec lives in the test's own data folder, not in the user's.
+        "JUPYTER_DATA_DIR": str(root / "jupyter-data"),
+    }
+)
+
+kernel_name = kernelspecs.create_kernelspec(PROFILE, cluster_id, CLUSTER_NAME, env=CLUSTER_NAME)
+display_name = next(
+    (s.display_name for s in kernelspecs.list_kernelspecs() if s.name == kernel_name),
+    kernel_name,
+)
+
+info = {
+    "simulator_url": sim.url,
+    "simulator_token": sim.token,
+    "profile": PROFILE,
+    "cluster_id": cluster_id,
+    "cluster_name": CLUSTER_NAME,
+    "kernel_name": kernel_name,
+    "kernel_display_name": display_name,
+}
+info_path = Path(os.environ.get("DBJL_UI_INFO", root / "info.json"))
+info_path.parent.mkdir(parents=True, exist_ok=True)
+fd = os.open(info_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as fh:
+    json.dump(info, fh, indent=1)
+
+
+def _cleanup() -> None:
+    sim.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+atexit.register(_cleanup)

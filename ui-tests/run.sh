@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run the galata UI tests in Debian's Chromium against JupyterLab with the extension and the
+# workspace simulator. Expects the Python package (with its built labextension) installed,
+# e.g. `pip install -e ".[test]"`. Extra arguments go to `playwright test`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+export CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM_PATH" ]; then
+  echo "Chromium not found at $CHROMIUM_PATH (apt-get install chromium, or set CHROMIUM_PATH)" >&2
+  exit 1
+fi
+# Never download browsers: the tests use the system's Chromium.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
+if [ ! -d node_modules/@jupyterlab/galata ]; then
+  # The lock file pins galata 5.6.4 and everything under it.
+  npm ci --no-audit --no-fund
+fi
+
+if ! jupyter labextension list 2>&1 | grep -q "databrickslabs-jupyterlab.*enabled.*OK"; then
+  echo "The databrickslabs-jupyterlab labextension is not installed: pip install -e . first" >&2
+  exit 1
+fi
+
+exec npx playwright test "$@"
