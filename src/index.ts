@@ -41,6 +41,34 @@ function sessionContextOf(widget: Widget | null): ISessionContext | null {
     : null;
 }
 
+/**
+ * Connect the browser again to the kernel of a session after the server
+ * restarted it on a restarted cluster. A connection the browser gave up as
+ * dead cannot reconnect, so the session gets a new one for the same kernel.
+ */
+function reattach(context: ISessionContext | null): void {
+  const session = context?.session;
+  const kernel = session?.kernel;
+  if (!session || !kernel) {
+    return;
+  }
+  if (!kernel.isDisposed && kernel.status !== 'dead') {
+    void kernel.reconnect().catch(reason => {
+      console.warn('databrickslabs-jupyterlab: kernel reconnect failed', reason);
+    });
+    return;
+  }
+  // `update` is how the session manager applies server models; a kernel
+  // model with another id (here: none, then the same) sets up a new connection.
+  const update = (session as unknown as { update?: (model: unknown) => void }).update;
+  if (typeof update !== 'function') {
+    return;
+  }
+  const model = session.model;
+  update.call(session, { ...model, kernel: null });
+  update.call(session, { ...model, kernel: { id: kernel.id, name: kernel.name } });
+}
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description:
@@ -63,11 +91,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const model = new StatusModel({
       api,
       prompt: makeRestartPrompt(trans),
-      reconnect: () => {
-        void context?.session?.kernel?.reconnect().catch(reason => {
-          console.warn('databrickslabs-jupyterlab: kernel reconnect failed', reason);
-        });
-      }
+      reconnect: () => reattach(context)
     });
 
     const onKernelChanged = () => {

@@ -215,7 +215,7 @@ export class StatusModel implements IDisposable {
     if (!this.visible || !c || this._busy || operationRunning(c)) {
       return false;
     }
-    return ['terminated', 'unreachable', 'error', 'unknown'].includes(c.state);
+    return ['terminated', 'unreachable', 'error'].includes(c.state);
   }
 
   /** Whether "Reconfigure" makes sense now (the cluster runs). */
@@ -460,7 +460,7 @@ export class StatusModel implements IDisposable {
     if (
       this._isDisposed ||
       !this._reconnect ||
-      (this._localStatus !== 'disconnected' && this._localStatus !== 'connecting') ||
+      !['disconnected', 'connecting', 'dead'].includes(this._localStatus) ||
       !cluster ||
       cluster.state !== 'connected' ||
       operationRunning(cluster) ||

@@ -95,6 +95,25 @@ async function recordedStates(page: IJupyterLabPageFixture): Promise<string[]> {
   return page.evaluate(() => (window as any).__dbjlStates as string[]);
 }
 
+/** The current kernel's state in the browser and on the server (for failure reports). */
+async function kernelDiagnosis(page: IJupyterLabPageFixture): Promise<string> {
+  return page.evaluate(async () => {
+    const app = (window as any).jupyterapp;
+    const kernel = app?.shell?.currentWidget?.sessionContext?.session?.kernel;
+    let server = '';
+    if (kernel) {
+      const answer = await fetch(`/databrickslabs-jupyterlab/api/v1/kernels/${kernel.id}`);
+      server = (await answer.text()).slice(0, 1500);
+    }
+    return JSON.stringify({
+      status: kernel?.status,
+      connectionStatus: kernel?.connectionStatus,
+      states: (window as any).__dbjlStates,
+      server
+    });
+  });
+}
+
 /** Our restart prompt (JupyterLab's own "Kernel Restarting" dialog may show too). */
 function restartPrompt(page: IJupyterLabPageFixture): Locator {
   return page.locator('.jp-Dialog', { has: page.locator('.jp-DatabricksPrompt') });
@@ -224,7 +243,12 @@ test.describe('Databricks status bar item', () => {
     } catch {
       // Too fast to catch on screen: the recorded states below still tell.
     }
-    await expect(item).toHaveClass(/jp-mod-(connected|running-spark)/, { timeout: 150 * 1000 });
+    try {
+      await expect(item).toHaveClass(/jp-mod-(connected|running-spark)/, { timeout: 150 * 1000 });
+    } catch (error) {
+      console.log('kernel as seen by the browser and the server:', await kernelDiagnosis(page));
+      throw error;
+    }
     await simulator(request, 'latency', { seconds: 0 });
 
     const states = (await recordedStates(page)).map(s => s.split('|')[0]);
