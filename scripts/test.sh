@@ -33,6 +33,7 @@ step "pytest"
 python -m pytest -q -p no:cacheprovider
 
 step "jest"
+jlpm install
 jlpm test
 
 if [ -z "${SKIP_UI_TESTS:-}" ]; then
