@@ -120,13 +120,50 @@ def parse_requirements(requirements: Iterable[str]) -> list[Requirement]:
     return parsed
 
 
+#: pip options that may stand in a requirements file; they (and their values: index URLs with
+#: credentials, hosts, paths) travel in the file on stdin instead of the remote command line.
+_FILE_OPTIONS_WITH_VALUE = (
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "-f",
+    "--find-links",
+    "--trusted-host",
+)
+_FILE_FLAGS = ("--no-index", "--pre", "--prefer-binary")
+
+
 def _check_pip_args(args: Iterable[str]) -> list[str]:
     out = []
     for arg in args:
-        if not isinstance(arg, str) or "\0" in arg:
-            raise DriverError("The extra pip arguments must be plain strings.")
+        if not isinstance(arg, str) or any(c in arg for c in "\0\r\n"):
+            raise DriverError("The extra pip arguments must be plain one-line strings.")
         out.append(arg)
     return out
+
+
+def _split_pip_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split the extra pip arguments into requirements-file lines (index and link options)
+    and the arguments left for the command line."""
+    lines: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name in _FILE_OPTIONS_WITH_VALUE and eq and name.startswith("--"):
+            lines.append(f"{name} {value}")
+        elif arg in _FILE_OPTIONS_WITH_VALUE:
+            if i + 1 >= len(args):
+                raise DriverError(f"The pip argument {arg} needs a value.")
+            lines.append(f"{arg} {args[i + 1]}")
+            i += 1
+        elif arg in _FILE_FLAGS:
+            lines.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return lines, rest
 
 
 def _redact(line: str) -> str:
@@ -210,7 +247,10 @@ async def install_libraries(
     reqs = [str(req) for req in parse_requirements(requirements)]
     if not reqs:
         return
-    pip_args = _check_pip_args(settings.pip_args)
+    file_lines, pip_args = _split_pip_args(_check_pip_args(settings.pip_args))
+    # The requirements and the index options go through stdin as a requirements file: index
+    # URLs may carry credentials, and the driver's process list is readable by every user.
+    requirements_file = "".join(f"{line}\n" for line in [*file_lines, *reqs])
     argv = [
         settings.driver_python,
         "-m",
@@ -221,7 +261,8 @@ async def install_libraries(
         "--progress-bar",
         "off",
         *pip_args,
-        *reqs,
+        "--requirement",
+        "/dev/stdin",
     ]
     tail: deque[str] = deque(maxlen=PIP_TAIL)
 
@@ -240,6 +281,7 @@ async def install_libraries(
         sudo=settings.use_sudo(user),
         on_line=on_line,
         timeout=INSTALL_TIMEOUT,
+        input=requirements_file,
     )
     if result.exit_status != 0:
         if result.exit_status == 127 and not any("pip" in line for line in tail):

@@ -16,6 +16,7 @@ import pytest
 from databrickslabs_jupyterlab import ssh
 from databrickslabs_jupyterlab.driver import (
     DriverError,
+    _split_pip_args,
     check_libraries,
     install_libraries,
     parse_requirements,
@@ -86,6 +87,17 @@ def on_driver(
     return asyncio.run(main())
 
 
+def probe_version(driver_python: str) -> str:
+    """The version of the probe package as the driver Python imports it."""
+    probe = subprocess.run(
+        [driver_python, "-c", "import dbjl_probe; print(dbjl_probe.VERSION)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return probe.stdout.strip()
+
+
 def test_check_libraries(isolated_home: Path, sshd: Sshd, driver_python: str) -> None:
     settings = driver_settings(
         isolated_home,
@@ -127,13 +139,7 @@ def test_prepare_installs_once(
     assert progress and all(line.startswith("pip: ") for line in progress)
     assert any(line.startswith("pip: Successfully installed dbjl-probe-1.0") for line in progress)
     assert not any("WARNING" in line for line in progress)
-    probe = subprocess.run(
-        [driver_python, "-c", "import dbjl_probe; print(dbjl_probe.VERSION)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert probe.stdout.strip() == "1.0"
+    assert probe_version(driver_python) == "1.0"
 
     progress.clear()
     again = on_driver(
@@ -230,7 +236,14 @@ def test_install_uses_sudo_when_settings_say_so(
         sshd,
         driver_python,
         sudo="always",
-        pip_args=("--no-index", "--find-links", str(wheels)),
+        pip_args=(
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            # never contacted (--no-index), but its credentials must not reach the command line
+            "--extra-index-url=https://reader:s3cr3t-pw@index.invalid/simple",
+            "--no-cache-dir",
+        ),
     )
     on_driver(
         settings,
@@ -240,4 +253,32 @@ def test_install_uses_sudo_when_settings_say_so(
     )
     (logged,) = sshd.sudo_log.read_text().splitlines()
     assert logged.startswith(f"-n -- {driver_python} -m pip install --disable-pip-version-check")
-    assert logged.endswith(f"--find-links {wheels} {PROBE}==1.0")
+    # Index options and requirements travel in a requirements file on stdin; the driver's
+    # process list (readable by every user) shows neither credentials nor paths.
+    assert logged.endswith("--no-cache-dir --requirement /dev/stdin")
+    assert "s3cr3t" not in logged and str(wheels) not in logged and PROBE not in logged
+    assert probe_version(driver_python) == "1.0"
+
+
+@pytest.mark.parametrize(
+    ("args", "lines", "rest"),
+    [
+        (["-i", "https://u:p@h/simple", "--no-deps"], ["-i https://u:p@h/simple"], ["--no-deps"]),
+        (["--index-url=https://h/s", "--pre"], ["--index-url https://h/s", "--pre"], []),
+        (
+            ["--find-links", "/w", "--trusted-host", "h"],
+            ["--find-links /w", "--trusted-host h"],
+            [],
+        ),
+        (["--user", "--no-index"], ["--no-index"], ["--user"]),
+    ],
+)
+def test_pip_index_options_go_to_the_requirements_file(
+    args: list[str], lines: list[str], rest: list[str]
+) -> None:
+    assert _split_pip_args(args) == (lines, rest)
+
+
+def test_pip_option_without_value_is_refused() -> None:
+    with pytest.raises(DriverError, match="needs a value"):
+        _split_pip_args(["--no-deps", "--index-url"])
