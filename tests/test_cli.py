@@ -464,7 +464,10 @@ def test_entry_points_exist() -> None:
     assert scripts["dj"] == "databrickslabs_jupyterlab.cli:main"
 
 
-def test_bootstrap_enables_a_disabled_server_extension(dj, isolated_home) -> None:
+def test_bootstrap_enables_a_disabled_server_extension(dj, isolated_home, monkeypatch) -> None:
+    # In a virtual environment jupyter_core would rank the environment's config (which enables
+    # the extension) above the user's; this test is about the user's own setting.
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "0")
     config = isolated_home / ".jupyter" / "jupyter_server_config.d"
     config.mkdir(parents=True)
     (config / "databrickslabs_jupyterlab.json").write_text(

@@ -80,6 +80,7 @@ def ensure_driver_env(state_dir: Path) -> tuple[Path, Path]:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
+            _see_parent_environment(venv)
             ready.write_text("ok\n")
         bin_dir.mkdir(exist_ok=True)
         sudo = bin_dir / "sudo"
@@ -89,6 +90,24 @@ def ensure_driver_env(state_dir: Path) -> tuple[Path, Path]:
             tmp.chmod(0o755)
             tmp.replace(sudo)
     return venv / "bin" / "python", bin_dir
+
+
+def _see_parent_environment(venv: Path) -> None:
+    """When this Python is itself a virtual environment, ``--system-site-packages`` exposes only
+    the base interpreter's packages: add this environment's site-packages too (through a
+    ``.pth`` file, after the driver venv's own), so the driver sees what the product has."""
+    if sys.prefix == sys.base_prefix:
+        return
+    import site
+    import sysconfig
+
+    base = {os.path.realpath(p) for p in site.getsitepackages([sys.base_prefix])}
+    mine = [p for p in site.getsitepackages() if os.path.realpath(p) not in base]
+    if not mine:
+        return
+    purelib = sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
+    Path(purelib).mkdir(parents=True, exist_ok=True)
+    (Path(purelib) / "dbjl-simulator-parent.pth").write_text("".join(f"{p}\n" for p in mine))
 
 
 def is_loopback(host: str) -> bool:
