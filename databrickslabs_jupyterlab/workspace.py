@@ -204,7 +204,8 @@ def _translate(err: BaseException, what: str, host: str | None) -> WorkspaceErro
     """Map an SDK or network exception to a WorkspaceError with a readable sentence."""
     from databricks.sdk import errors
 
-    where = f"the Databricks workspace at {host}" if host else "the Databricks workspace"
+    # Every sentence below starts with it.
+    where = f"The Databricks workspace at {host}" if host else "The Databricks workspace"
     if isinstance(err, WorkspaceError):
         return err
     if isinstance(err, errors.DatabricksError):

@@ -144,6 +144,20 @@ def test_workspace_that_keeps_failing_is_unavailable_quickly(sim_profile):
     assert time.monotonic() - t0 < 15
     assert failure.value.status == 503
     assert sim.token not in failure.value.message
+    # A sentence for the person: the details dialog shows it as it is.
+    assert failure.value.message.startswith(f"The Databricks workspace at {sim_profile.host} ")
+
+
+def test_internal_error_is_one_sentence(sim_profile):
+    sim = sim_profile.simulator
+    ws = _workspace(retry_timeout=2)
+    sim.fail_next(1, 500)
+    with pytest.raises(WorkspaceUnavailable) as failure:
+        asyncio.run(ws.get_cluster(sim_profile.cluster_id))
+    assert failure.value.message == (
+        f"The Databricks workspace at {sim_profile.host} keeps failing (500) "
+        f"when asked to read cluster {sim_profile.cluster_id}."
+    )
 
 
 def test_wrong_token_and_missing_profile(sim_profile, isolated_home):
