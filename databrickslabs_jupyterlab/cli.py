@@ -43,6 +43,7 @@ examples:
   {PROG} PROFILE -s -i CLUSTER_ID    add the profile's key to a cluster, write ~/.ssh/config
   {PROG} PROFILE -k [-i CLUSTER_ID]  create a Jupyter kernelspec for a cluster
   {PROG} PROFILE -l -i CLUSTER_ID    start the cluster, check SSH and libraries, run JupyterLab
+  {PROG} PROFILE -k -i ID -e A=1     a kernelspec whose remote kernel gets A=1 in its environment
   {PROG} demo [--no-browser]         try everything against a built-in workspace simulator
 
   "demo" followed only by demo options (--port, --no-browser, --time-scale, --dir) starts the
@@ -156,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--clipboard",
         action="store_true",
         help="Copy the personal access token to the clipboard",
+    )
+    p.add_argument(
+        "-e",
+        "--env",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="K=V",
+        help="-k: environment variables for the remote kernel, stored in the kernelspec; "
+        "repeat -e or give several after one -e (put the profile before -e). The value is "
+        "everything after the first '=', kept verbatim; secret-looking names (TOKEN, SECRET, "
+        "PASSWORD, ..._KEY) and DBJL_*, PYSPARK_PYTHON are refused",
     )
     p.add_argument(
         "-i", "--id", metavar="CLUSTER_ID", help="The cluster_id to avoid manual selection"
@@ -343,6 +356,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise CliError("-w only applies to -m.", EXIT_USAGE)
     if args.no_spark and not args.kernelspec:
         raise CliError("-N only applies to -k.", EXIT_USAGE)
+    if args.env and not args.kernelspec:
+        raise CliError("-e only applies to -k.", EXIT_USAGE)
+    kernel_env(args)  # a wrong -e is a usage error before any workspace call
     if not args.profile:
         if args.ssh_config or args.clipboard or actions or args.id or args.organisation:
             raise CliError(
@@ -912,9 +928,20 @@ def _specs(profile: str | None, cluster_id: str | None) -> list[dict[str, str]]:
     ]
 
 
+def kernel_env(args: argparse.Namespace) -> dict[str, str]:
+    """The ``-e NAME=VALUE`` variables, checked; a bad one is a usage error."""
+    from .kernelspecs import parse_env
+
+    try:
+        return parse_env(list(args.env or []))
+    except ValueError as err:
+        raise CliError(f"-e: {err}", EXIT_USAGE) from None
+
+
 async def create_kernelspec(ctx: Context) -> None:
     from . import kernelspecs
 
+    env = kernel_env(ctx.args)
     ws, info = await _cluster(ctx)
     name = await asyncio.to_thread(
         kernelspecs.create_kernelspec,
@@ -922,6 +949,7 @@ async def create_kernelspec(ctx: Context) -> None:
         info.cluster_id,
         info.cluster_name or info.cluster_id,
         spark=not ctx.args.no_spark,
+        kernel_env=env,
     )
     spec = next((s for s in _specs(ctx.profile, info.cluster_id) if s["name"] == name), None)
     display = spec["display_name"] if spec else name
@@ -932,10 +960,13 @@ async def create_kernelspec(ctx: Context) -> None:
                 "display_name": display,
                 "profile": ctx.profile,
                 "cluster_id": info.cluster_id,
+                "env": env,
             }
         )
         return
     out(f"Created kernelspec {name}: {display}")
+    for key, value in env.items():
+        out(f"  env {key}={shlex.quote(value)}")
     if info.state not in ("RUNNING", "RESIZING"):
         out(f"Cluster {info.cluster_id} is {info.state}; starting a kernel starts it.")
 

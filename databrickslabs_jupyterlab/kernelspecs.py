@@ -9,12 +9,16 @@ it equals the cluster name, so ``SSH 0806-143104-skirt84 demo:ds (Spark)`` means
 env ds, with Spark" and ``SSH 0806-143104-skirt84 demo:ds`` the same without Spark.
 
 The spec holds neither the workspace host nor a token: ``argv`` is only a template that the
-provisioner replaces by its own remote command.
+provisioner replaces by its own remote command. Its ``env`` (the CLI's ``-e NAME=VALUE``) reaches
+the remote kernel through the JSON the provisioner writes on the SSH channel's stdin, so a value
+needs no quoting. Jupyter expands ``$NAME`` in kernelspec env values from the local environment;
+:func:`kernel_json` writes a ``$`` as ``$$`` so that a value arrives as it was given.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -25,10 +29,15 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-from .provisioner import CLUSTER_ID_PATTERN, PROFILE_PATTERN, PROVISIONER_NAME
+from .provisioner import CLUSTER_ID_PATTERN, PROFILE_PATTERN, PROVISIONER_NAME, _secret_like
 
+log = logging.getLogger(__name__)
 NAME_PREFIX = "ssh__"
 _NAME_DROP = re.compile(r"[^A-Za-z0-9._-]")
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Set by the provisioner or by Jupyter for every remote kernel; a spec cannot choose them.
+RESERVED_ENV = frozenset({"PYSPARK_PYTHON", "JPY_SESSION_NAME", "PYTHONEXECUTABLE"})
+RESERVED_ENV_PREFIX = "DBJL_"
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,38 @@ def display_name(
     return f"{base} ({'/'.join(parts)})" if parts else base
 
 
+def env_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a variable of a remote kernel's env, or None when it can."""
+    if not ENV_NAME_PATTERN.fullmatch(name):
+        return f"{name!r} is not a valid environment variable name (letters, digits, _)"
+    if name.upper().startswith(RESERVED_ENV_PREFIX) or name.upper() in RESERVED_ENV:
+        return f"{name} is set by databrickslabs-jupyterlab itself for every remote kernel"
+    if _secret_like(name):
+        return (
+            f"{name} looks like a secret, and secrets do not belong in a kernelspec "
+            "(use Databricks secrets on the cluster)"
+        )
+    return None
+
+
+def parse_env(assignments: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` strings to a dict, split at the first ``=``; the value is kept verbatim.
+
+    Raises ValueError with a sentence for the first bad entry. A name given twice keeps its
+    last value.
+    """
+    env: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"Environment variables are given as NAME=VALUE, not {item!r}.")
+        problem = env_name_problem(name)
+        if problem:
+            raise ValueError(problem + ".")
+        env[name] = value
+    return env
+
+
 def kernel_name(display: str) -> str:
     """Spec folder name: ``ssh__`` + the display name without unsafe characters, lower-cased."""
     return (NAME_PREFIX + _NAME_DROP.sub("", display)).lower()
@@ -101,9 +142,18 @@ def kernel_json(
     overrides: dict[str, Any] | None = None,
     *,
     spark: bool = True,
+    kernel_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The kernel.json content for one cluster (no host, no token)."""
+    """The kernel.json content for one cluster (no host, no token).
+
+    ``kernel_env``: variables for the remote kernel, checked with :func:`env_name_problem`;
+    each ``$`` of a value is doubled so that Jupyter's ``$NAME`` expansion gives it back as is.
+    """
     _validate(profile, cluster_id)
+    for name in kernel_env or {}:
+        problem = env_name_problem(name)
+        if problem:
+            raise ValueError(problem + ".")
     if not isinstance(spark, bool):
         raise ValueError(f"spark must be true or false, not {spark!r}")
     databricks: dict[str, Any] = {"profile": profile, "cluster_id": cluster_id, "spark": spark}
@@ -117,7 +167,7 @@ def kernel_json(
         "language": "python",
         # Interrupts are signals sent on the driver by the provisioner (kill -INT <pid>).
         "interrupt_mode": "signal",
-        "env": {},
+        "env": {k: str(v).replace("$", "$$") for k, v in (kernel_env or {}).items()},
         "metadata": {
             "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME, "config": {}},
             "databricks": databricks,
@@ -136,13 +186,17 @@ def create_kernelspec(
     prefix: str | None = None,
     overrides: dict[str, Any] | None = None,
     spark: bool = True,
+    kernel_env: dict[str, str] | None = None,
 ) -> str:
     """Install (or replace) the spec for a cluster; returns the kernel name.
 
     With ``spark`` (the default) the provisioner runs ``dbcontext()`` in the kernel once it is
     up, and the display name ends in ``/Spark``; ``spark=False`` is the CLI's ``-N/--no-spark``.
+    ``kernel_env`` is the CLI's ``-e NAME=VALUE``: variables set in the remote kernel.
     """
-    spec = kernel_json(profile, cluster_id, cluster_name, env, overrides, spark=spark)
+    spec = kernel_json(
+        profile, cluster_id, cluster_name, env, overrides, spark=spark, kernel_env=kernel_env
+    )
     name = kernel_name(spec["display_name"])
     ksm = manager or KernelSpecManager()
     # Earlier specs of the same cluster and profile (other cluster name or env) are replaced.
@@ -151,7 +205,8 @@ def create_kernelspec(
             ksm.remove_kernel_spec(old.name)
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "kernel.json").write_text(json.dumps(spec, indent=1))
-        ksm.install_kernel_spec(tmp, name, user=user and prefix is None, prefix=prefix)
+        where = ksm.install_kernel_spec(tmp, name, user=user and prefix is None, prefix=prefix)
+    log.debug("kernelspec %s installed in %s: %s", name, where, json.dumps(spec))
     return name
 
 

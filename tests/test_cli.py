@@ -7,6 +7,7 @@ sees it.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -87,6 +88,7 @@ def test_help_lists_the_reference_flags_and_exit_codes(dj) -> None:
         "-w",
         "-W",
         "-B",
+        "-e K=V",
         "--yes",
         "--json",
     ):
@@ -342,6 +344,77 @@ def test_delete_kernelspecs(dj, sim_profile) -> None:
     run = dj("-d", "--yes", "-i", cid, "--json")
     assert run.code == 0 and [d["cluster_id"] for d in run.json()["deleted"]] == [cid]
     assert dj("-d", "--yes", "-i", cid).code == cli.EXIT_NOT_FOUND
+
+
+# --------------------------------------------------------------------------------------------
+# -e
+
+
+@pytest.mark.timeout(180)
+def test_kernelspec_env_reaches_the_remote_kernel_verbatim(dj, sim_profile) -> None:
+    cid = sim_profile.cluster_id
+    text = dj("demo", "-k", "-i", cid, "--yes", "-e", "A=x=1 y", "-e", 'B=$HOME "q"')
+    assert "  env A='x=1 y'" in text.out and """  env B='$HOME "q"'""" in text.out
+    # the same spec again, replaced; several values after one -e
+    run = dj("demo", "-k", "-i", cid, "--yes", "-e", "A=x=1 y", "-e", 'B=$HOME "q"', "C=", "--json")
+    assert run.code == 0, run
+    data = run.json()
+    assert data["env"] == {"A": "x=1 y", "B": '$HOME "q"', "C": ""}
+
+    async def scenario() -> dict[str, str]:
+        from jupyter_client.manager import AsyncKernelManager
+
+        from databrickslabs_jupyterlab.workspace import Workspace
+
+        ws = await Workspace.for_profile("demo")
+        await ws.start_cluster(cid)
+        await asyncio.to_thread(sim_profile.simulator.wait_state, cid, "RUNNING", 30)
+        km = AsyncKernelManager(kernel_name=data["kernel_name"])
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            outputs: list[str] = []
+            code = "import json, os\nprint(json.dumps({k: os.environ.get(k) for k in 'ABC'}))"
+            reply = await kc.execute_interactive(
+                code,
+                timeout=30,
+                output_hook=lambda m: outputs.append(m["content"].get("text", "")),
+            )
+            assert reply["content"]["status"] == "ok", reply
+            return json.loads("".join(outputs))
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+
+    assert asyncio.run(scenario()) == {"A": "x=1 y", "B": '$HOME "q"', "C": ""}
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("1A=x", "not a valid environment variable name"),
+        ("A-B=x", "not a valid environment variable name"),
+        ("=x", "not a valid environment variable name"),
+        ("NOVALUE", "NAME=VALUE"),
+        ("MY_TOKEN=x", "looks like a secret"),
+        ("aws_secret_access_key=x", "looks like a secret"),
+        ("DBJL_PROFILE=x", "set by databrickslabs-jupyterlab itself"),
+        ("PYSPARK_PYTHON=/usr/bin/python3", "set by databrickslabs-jupyterlab itself"),
+    ],
+)
+def test_kernelspec_env_bad_names_are_usage_errors(dj, sim_profile, value, why) -> None:
+    run = dj("demo", "-k", "-i", sim_profile.cluster_id, "--yes", "-e", "OK=1", value)
+    assert run.code == cli.EXIT_USAGE, run
+    assert why in one_sentence_error(run)
+    assert kernelspecs.list_kernelspecs() == []
+
+
+def test_env_only_applies_to_kernelspec(dj, sim_profile) -> None:
+    run = dj("demo", "-r", "-i", sim_profile.cluster_id, "-e", "A=1")
+    assert run.code == cli.EXIT_USAGE
+    assert "-e only applies to -k" in one_sentence_error(run)
 
 
 # --------------------------------------------------------------------------------------------

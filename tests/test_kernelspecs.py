@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -101,6 +102,37 @@ def test_kernel_json_holds_no_host_or_token() -> None:
 def test_invalid_names_are_refused(profile: str, cluster_id: str) -> None:
     with pytest.raises(ValueError):
         kernelspecs.kernel_json(profile, cluster_id, "ds")
+
+
+def test_env_values_survive_jupyters_dollar_expansion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """jupyter_client expands $NAME in spec env values; a $ is written as $$ to come back."""
+    from string import Template
+
+    env = kernelspecs.parse_env(["A=x=1 y", 'B=$HOME "q" ${USER} $$', "C="])
+    assert env == {"A": "x=1 y", "B": '$HOME "q" ${USER} $$', "C": ""}
+    spec = kernelspecs.kernel_json("demo", "0806-1", "ds", kernel_env=env)
+    monkeypatch.setenv("HOME", "/home/local")
+    expanded = {k: Template(v).safe_substitute(dict(os.environ)) for k, v in spec["env"].items()}
+    assert expanded == env
+    assert kernelspecs.kernel_json("demo", "0806-1", "ds")["env"] == {}
+
+
+@pytest.mark.parametrize(
+    "name", ["1A", "A-B", "", "A B", "GITHUB_TOKEN", "db_password", "SSH_KEY", "DBJL_X", "dbjl_y"]
+)
+def test_env_names_refused(name: str) -> None:
+    assert kernelspecs.env_name_problem(name)
+    with pytest.raises(ValueError):
+        kernelspecs.parse_env([f"{name}=1"])
+    with pytest.raises(ValueError):
+        kernelspecs.kernel_json("demo", "0806-1", "ds", kernel_env={name: "1"})
+
+
+def test_env_names_accepted() -> None:
+    for name in ("A", "_x", "SPARK_HOME", "MY_VAR_2", "KEYBOARD", "PYTHONPATH"):
+        assert kernelspecs.env_name_problem(name) is None, name
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        kernelspecs.parse_env(["novalue"])
 
 
 def test_create_list_delete(ksm: KernelSpecManager, isolated_home: Path) -> None:
