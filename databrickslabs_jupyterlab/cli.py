@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import re
 import shlex
@@ -28,6 +29,7 @@ from . import __version__, mirror, sshconfig
 from .settings import DriverSettings
 
 PROG = "databrickslabs-jupyterlab"
+log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -44,6 +46,7 @@ examples:
   {PROG} PROFILE -k [-i CLUSTER_ID]  create a Jupyter kernelspec for a cluster
   {PROG} PROFILE -l -i CLUSTER_ID    start the cluster, check SSH and libraries, run JupyterLab
   {PROG} PROFILE -k -i ID -e A=1     a kernelspec whose remote kernel gets A=1 in its environment
+  {PROG} -D PROFILE -r -i ID         the same as without -D, plus a debug log (no token) on stderr
   {PROG} demo [--no-browser]         try everything against a built-in workspace simulator
 
   "demo" followed only by demo options (--port, --no-browser, --time-scale, --dir) starts the
@@ -157,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--clipboard",
         action="store_true",
         help="Copy the personal access token to the clipboard",
+    )
+    p.add_argument(
+        "-D",
+        "--debug",
+        action="store_true",
+        help="Log what the CLI does to stderr, with each HTTP request to the workspace (method, "
+        "URL, status, time); tokens and passwords are masked",
     )
     p.add_argument(
         "-e",
@@ -309,6 +319,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     args.lab_args = lab_args
     _quiet_sdk_logs()
+    if args.debug:
+        from . import debuglog
+
+        with debuglog.debug_logging(sys.stderr, _known_secrets()):
+            log.debug(
+                "databrickslabs-jupyterlab %s, Python %s", __version__, sys.version.split()[0]
+            )
+            log.debug("arguments: %s", _shown_args(args))
+            return _run_reporting(args, parser)
+    return _run_reporting(args, parser)
+
+
+def _run_reporting(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``run`` with its failures turned into one sentence and an exit status."""
     try:
         return run(args, parser)
     except CliError as err:
@@ -320,6 +344,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return EXIT_OK
+
+
+def _known_secrets() -> tuple[str, ...]:
+    """Secret values -D must never print: those of the profiles and of secret-named variables."""
+    from . import debuglog
+    from .workspace import config_file_path
+
+    values = set(debuglog.config_secrets(config_file_path()))
+    values.update(
+        v for k, v in os.environ.items() if debuglog.secret_name(k) and len(v.strip()) >= 4
+    )
+    return tuple(values)
+
+
+def _shown_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if v not in (None, False, "", [])}
 
 
 def _quiet_sdk_logs() -> None:
@@ -447,10 +487,15 @@ def _key_status(settings: DriverSettings, profile: str) -> tuple[Path, str]:
 
 
 def show_profiles(args: argparse.Namespace) -> int:
+    from .workspace import config_file_path
+
     settings = _settings()
     rows = []
-    for info in _profiles():
+    profiles = _profiles()
+    log.debug("%d profiles in %s", len(profiles), config_file_path())
+    for info in profiles:
         key, status = _key_status(settings, info.name)
+        log.debug("profile %s: %s auth, SSH key %s %s", info.name, info.auth_type, key, status)
         rows.append(
             {
                 "profile": info.name,
@@ -465,8 +510,6 @@ def show_profiles(args: argparse.Namespace) -> int:
         print_json(rows)
         return EXIT_OK
     if not rows:
-        from .workspace import config_file_path
-
         out(f"No profiles in {tilde(config_file_path())}; create one with 'databricks configure'.")
         return EXIT_OK
     out(
@@ -506,6 +549,15 @@ class Context:
         self.pub_path = self.key_path.with_name(self.key_path.name + ".pub")
         self.ssh_config = Path(self.settings.ssh_config_file).expanduser()
         self.backup_dir = self.settings.state_path / "ssh_config_backup"
+        log.debug(
+            "profile %s: host %s, config file %s, SSH key %s, ssh config %s, state %s",
+            self.profile,
+            self.host,
+            config_file_path(),
+            self.key_path,
+            self.ssh_config,
+            self.settings.state_path,
+        )
 
     def public_key(self) -> str | None:
         from .workspace import public_key_for

@@ -335,6 +335,9 @@ class Workspace:
                 config_file=path,
                 retry_timeout_seconds=retry_timeout,
                 http_timeout_seconds=http_timeout,
+                # Its DEBUG log would otherwise show the Authorization header when
+                # DATABRICKS_DEBUG_HEADERS is set; the CLI's -D must never print the token.
+                debug_headers=False,
             )
             client = WorkspaceClient(config=config)
         except ValueError as err:

@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,7 @@ def test_help_lists_the_reference_flags_and_exit_codes(dj) -> None:
         "-w",
         "-W",
         "-B",
+        "-D",
         "-e K=V",
         "--yes",
         "--json",
@@ -347,7 +349,7 @@ def test_delete_kernelspecs(dj, sim_profile) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# -e
+# -e, -D
 
 
 @pytest.mark.timeout(180)
@@ -415,6 +417,58 @@ def test_env_only_applies_to_kernelspec(dj, sim_profile) -> None:
     run = dj("demo", "-r", "-i", sim_profile.cluster_id, "-e", "A=1")
     assert run.code == cli.EXIT_USAGE
     assert "-e only applies to -k" in one_sentence_error(run)
+
+
+def test_debug_logs_requests_but_never_the_token(dj, sim_profile, monkeypatch) -> None:
+    token = sim_profile.simulator.token
+    monkeypatch.setenv("DATABRICKS_DEBUG_HEADERS", "true")  # the SDK must still not log headers
+    listing = dj("-D", "-p")
+    assert listing.code == 0, listing
+    assert "'profiles': True" in listing.err and "1 profiles in " in listing.err
+    assert "demo" in listing.out
+
+    run = dj("-D", "demo", "-k", "-i", sim_profile.cluster_id, "--yes")
+    assert run.code == 0, run
+    request = re.compile(
+        rf"GET {re.escape(sim_profile.host)}/api/2\.1/clusters/get\?cluster_id="
+        rf"{sim_profile.cluster_id} -> 200 OK \(\d+ ms\)"
+    )
+    assert request.search(run.err), run.err
+    assert "kernelspec ssh__" in run.err  # what the CLI did, not only HTTP
+    for text in (listing.out, listing.err, run.out, run.err):
+        assert token not in text
+        assert "Bearer" not in text and "Authorization" not in text
+    # without -D nothing of this is printed
+    quiet = dj("demo", "-k", "-i", sim_profile.cluster_id, "--yes")
+    assert "DEBUG" not in quiet.err and "clusters/get" not in quiet.err
+
+
+@pytest.mark.simulator(token="plain-secret-value-42")
+def test_debug_masks_a_token_of_any_shape(dj, sim_profile, monkeypatch) -> None:
+    """Not only dapi... tokens: the profile's literal secret values are masked too."""
+    monkeypatch.setenv("DATABRICKS_DEBUG_HEADERS", "true")
+    run = dj("-D", "demo", "-k", "-i", sim_profile.cluster_id, "--yes")
+    assert run.code == 0, run
+    assert "clusters/get" in run.err
+    assert "plain-secret-value-42" not in run.out + run.err
+
+
+def test_debug_filter_redacts_credentials() -> None:
+    from databrickslabs_jupyterlab import debuglog
+
+    text = (
+        "> * Authorization: Bearer abcdefgh12345678\n"
+        "{'Authorization': 'Basic dG9rZW46ZGFwaTEyMw=='}\n"
+        '"token_value": "t0ps3cret", password=hunter22&x=1\n'
+        "https://user:pw@example.com/x dapi0123456789abcdef0123456789abcdef own-s3cret"
+    )
+    redacted = debuglog.redact(text, ("own-s3cret",))
+    for secret in ("abcdefgh12345678", "dG9rZW46", "t0ps3cret", "hunter22", "user:pw", "dapi0"):
+        assert secret not in redacted, secret
+    assert "own-s3cret" not in redacted and "x=1" in redacted
+    assert debuglog.safe_url("https://u:p@h/x?cluster_id=1&sig=abc&access_token=t") == (
+        "https://h/x?cluster_id=1&sig=***&access_token=***"
+    )
 
 
 # --------------------------------------------------------------------------------------------
