@@ -46,6 +46,7 @@ examples:
   {PROG} PROFILE -k [-i CLUSTER_ID]  create a Jupyter kernelspec for a cluster
   {PROG} PROFILE -l -i CLUSTER_ID    start the cluster, check SSH and libraries, run JupyterLab
   {PROG} PROFILE -k -i ID -e A=1     a kernelspec whose remote kernel gets A=1 in its environment
+  {PROG} -n EXPORT.html              import a Databricks HTML export as <name>.ipynb (experimental)
   {PROG} -D PROFILE -r -i ID         the same as without -D, plus a debug log (no token) on stderr
   {PROG} demo [--no-browser]         try everything against a built-in workspace simulator
 
@@ -57,7 +58,7 @@ exit status:
   0    success
   1    the operation failed or was declined
   2    wrong usage (unknown flag, missing profile or cluster id)
-  3    not found: profile, cluster or kernelspec
+  3    not found: profile, cluster, kernelspec or notebook file
   4    SSH: key missing, cluster without the key, driver unreachable or login refused
   5    the workspace is unreachable or refused the profile's credentials
   130  interrupted
@@ -197,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Safely start JupyterLab (start the cluster, check SSH and libraries first)",
     )
     p.add_argument(
+        "-n",
+        "--notebook",
+        metavar="URL|FILE",
+        help="Experimental: import a Databricks HTML notebook export (http(s) URL or file) as "
+        "<name>.ipynb in the current folder; --yes overwrites an existing file",
+    )
+    p.add_argument(
         "-o",
         "--organisation",
         metavar="ORGANISATION",
@@ -265,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=20.0,
         metavar="SECONDS",
-        help="How long to retry a workspace API call that fails or gets no answer (default 20)",
+        help="How long to retry a workspace API call that fails or gets no answer, and how long "
+        "-n waits for its URL (default 20)",
     )
     extra.add_argument(
         "--dry-run",
@@ -387,6 +396,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return show_profiles(args)
     if args.delete:
         return delete_kernelspecs(args)
+    if args.notebook:
+        return import_notebook(args)
 
     actions = [a for a in CLUSTER_ACTIONS if getattr(args, a)]
     if len(actions) > 1:
@@ -1060,6 +1071,40 @@ def delete_kernelspecs(args: argparse.Namespace) -> int:
             out(f"Deleted kernelspec {spec['name']}: {spec['display_name']}")
         if not deleted:
             out("No kernelspec deleted.")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# -n
+
+
+def import_notebook(args: argparse.Namespace) -> int:
+    """Write a Databricks HTML export as ``<name>.ipynb`` in the current folder."""
+    from . import notebooks
+
+    source = args.notebook
+    shown = notebooks.shown_source(source)
+    progress(f"=> Experimental: importing the Databricks HTML export {shown}")
+    codes = {"not_found": EXIT_NOT_FOUND, "usage": EXIT_USAGE}
+    try:
+        nb, name = notebooks.load(source, timeout=args.api_timeout)
+    except notebooks.NotebookImportError as err:
+        raise CliError(_sentence(err.message), codes.get(err.kind, EXIT_FAILURE)) from None
+    path = Path.cwd() / notebooks.file_name(name, notebooks.fallback_name(source))
+    if path.exists() and not confirm(
+        f"{path.name} exists here; overwrite it?", assume_yes=args.yes
+    ):
+        raise CliError(f"Nothing written: {path.name} already exists (--yes overwrites it).")
+    try:
+        notebooks.write(nb, path)
+    except OSError as err:
+        raise CliError(f"{path} cannot be written: {err.strerror or err}.") from None
+    log.debug("notebook written to %s", path)
+    cells = len(nb.cells)
+    if args.json:
+        print_json({"notebook": str(path), "name": name, "source": shown, "cells": cells})
+    else:
+        out(f"Imported {name or path.stem} as {path.name} ({cells} cells, experimental import).")
     return EXIT_OK
 
 

@@ -91,6 +91,7 @@ def test_help_lists_the_reference_flags_and_exit_codes(dj) -> None:
         "-B",
         "-D",
         "-e K=V",
+        "-n URL|FILE",
         "--yes",
         "--json",
     ):
