@@ -998,7 +998,10 @@ def kernel_env(args: argparse.Namespace) -> dict[str, str]:
     try:
         return parse_env(list(args.env or []))
     except ValueError as err:
-        raise CliError(f"-e: {err}", EXIT_USAGE) from None
+        message = str(err).rstrip(".")
+        if not args.profile:  # argparse gave it to -e
+            message += " (name the profile before -e: it takes every K=V after it)"
+        raise CliError(f"-e: {message}.", EXIT_USAGE) from None
 
 
 async def create_kernelspec(ctx: Context) -> None:

@@ -418,6 +418,10 @@ def test_env_only_applies_to_kernelspec(dj, sim_profile) -> None:
     run = dj("demo", "-r", "-i", sim_profile.cluster_id, "-e", "A=1")
     assert run.code == cli.EXIT_USAGE
     assert "-e only applies to -k" in one_sentence_error(run)
+    # -e takes every value after it, the profile too: the error says so
+    run = dj("-k", "-e", "A=1", "demo")
+    assert run.code == cli.EXIT_USAGE
+    assert "(name the profile before -e: it takes every K=V after it)." in one_sentence_error(run)
 
 
 def test_debug_logs_requests_but_never_the_token(dj, sim_profile, monkeypatch) -> None:
