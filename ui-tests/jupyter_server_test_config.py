@@ -14,6 +14,8 @@ import atexit
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,10 @@ from jupyterlab.galata import configure_jupyter_server
 from databrickslabs_jupyterlab import kernelspecs
 from databrickslabs_jupyterlab.simulator import SimulatorThread
 from databrickslabs_jupyterlab.simulator.keys import make_keypair
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.fixtures.wheels import build_wheel  # noqa: E402 - the repository's test helpers
 
 c = get_config()  # noqa: F821 - provided by the traitlets config loader
 
@@ -36,6 +42,18 @@ CLUSTER_ID = "0101-000000-uitest01"
 TIME_SCALE = float(os.environ.get("DBJL_UI_TIME_SCALE", "0.25"))
 
 root = Path(tempfile.mkdtemp(prefix="dbjl-ui-tests-"))
+
+# The browser gets the labextension built in this checkout (`jlpm build`), not a copy that an
+# earlier `pip install` left in share/jupyter/labextensions: the first path naming it wins.
+built = REPO / "databrickslabs_jupyterlab" / "labextension"
+if (built / "package.json").exists():
+    (root / "labextensions").mkdir()
+    (root / "labextensions" / "databrickslabs-jupyterlab").symlink_to(built)
+    galata_paths = c.LabServerApp.extra_labextensions_path
+    if isinstance(galata_paths, str):
+        galata_paths = [galata_paths]
+    c.LabServerApp.extra_labextensions_path = [str(root / "labextensions"), *galata_paths]
+
 home = root / "home"
 ssh_dir = home / ".ssh"
 ssh_dir.mkdir(parents=True, mode=0o700)
@@ -72,6 +90,34 @@ os.environ.update(
     }
 )
 
+# A driver library that the tests can take away from the simulated driver (pip uninstall), so
+# that a reconfigure has something to install. It is installed from a local wheel only. Its
+# many small modules make pip work for a few seconds, as a real library does, long enough for
+# the browser to show the installing step.
+PROBE = "dbjl-ui-probe"
+wheels = build_wheel(
+    root / "wheels",
+    PROBE,
+    "1.0",
+    modules={f"parts/part{i:04d}.py": f"PART = {i}\n" * 20 for i in range(2000)},
+).parent
+pip_args = ["--no-index", "--find-links", str(wheels)]
+subprocess.run(
+    [
+        sim.driver_python,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        *pip_args,
+        PROBE,
+    ],
+    check=True,
+)
+c.DatabricksLabsJupyterLab.driver_requirements = ["ipykernel>=6.0", PROBE]
+c.DatabricksLabsJupyterLab.pip_args = pip_args
+
 kernel_name = kernelspecs.create_kernelspec(PROFILE, cluster_id, CLUSTER_NAME, env=CLUSTER_NAME)
 display_name = next(
     (s.display_name for s in kernelspecs.list_kernelspecs() if s.name == kernel_name),
@@ -86,6 +132,8 @@ info = {
     "cluster_name": CLUSTER_NAME,
     "kernel_name": kernel_name,
     "kernel_display_name": display_name,
+    "driver_python": sim.driver_python,
+    "driver_library": PROBE,
 }
 info_path = Path(os.environ.get("DBJL_UI_INFO", root / "info.json"))
 info_path.parent.mkdir(parents=True, exist_ok=True)
