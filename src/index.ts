@@ -58,8 +58,12 @@ function reattach(context: ISessionContext | null): void {
     });
     return;
   }
-  // `update` is how the session manager applies server models; a kernel
-  // model with another id (here: none, then the same) sets up a new connection.
+  // No public API does this: `changeKernel({ id })` with the same id gets the
+  // same session model back, and a model naming the current kernel keeps the
+  // disposed connection. `update` (public on the `SessionConnection` class,
+  // not on the `ISessionConnection` interface) is how the session manager
+  // applies server models; a kernel model with another id (here: none, then
+  // the same) sets up a new connection.
   const update = (session as unknown as { update?: (model: unknown) => void }).update;
   if (typeof update !== 'function') {
     return;
