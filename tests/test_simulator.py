@@ -383,10 +383,16 @@ def test_processes_survive_close_but_not_terminate(
 
     async def start_detached() -> list[int]:
         async with await ssh_connect(simulator.cluster(cid).ssh_port, identity) as conn:
-            # one detached process, and one in a new process group (a shell job)
+            # one detached process, one in a new process group (a shell job), and a daemon in
+            # a session of its own (like a remote kernel)
             r1 = await conn.run("nohup sleep 120 >/dev/null 2>&1 & echo $!")
             r2 = await conn.run("set -m; sleep 120 >/dev/null 2>&1 & echo $!")
-            return [int(r1.stdout), int(r2.stdout)]
+            r3 = await conn.run(
+                "python3 -c 'import os, subprocess; print(subprocess.Popen([\"sleep\", "
+                "\"120\"], start_new_session=True, stdout=subprocess.DEVNULL, "
+                "stderr=subprocess.DEVNULL).pid)'"
+            )
+            return [int(r1.stdout), int(r2.stdout), int(r3.stdout)]
 
     async def start_with_pty() -> int:
         async with await ssh_connect(simulator.cluster(cid).ssh_port, identity) as conn:

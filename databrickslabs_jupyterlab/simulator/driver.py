@@ -4,7 +4,9 @@ A real Databricks driver is a fresh VM after every (re)start: a new host key, no
 an sshd on port 2200 that accepts the cluster's ``ssh_public_keys``, passwordless ``sudo`` for
 ``ubuntu``. :class:`SshDriver` gives each simulated cluster the same, on a stable local port,
 for exactly as long as the cluster is RUNNING. Processes are real (``/bin/sh -c``), each started
-in its own session so that terminating the cluster can find and kill everything it left behind.
+in its own session and with the driver's mark in its environment, so that terminating the cluster
+can find and kill everything it left behind, even daemons that started sessions of their own (a
+real driver VM takes them all with it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import asyncssh
 log = logging.getLogger(__name__)
 
 SSH_MODES = ("ok", "refuse", "hang")
+
+#: Set in the environment of every process of a driver; inherited by what those processes start.
+DRIVER_MARK = "DBJL_SIM_DRIVER"
 
 #: Environment variables a client may set (Debian's sshd default ``AcceptEnv LANG LC_*``).
 _ACCEPTED_ENV_PREFIXES = ("LANG", "LC_")
@@ -125,11 +130,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _sessions_alive(sids: set[int]) -> list[int]:
-    """PIDs (not zombies) whose session id is one of ``sids`` (Linux /proc)."""
+def _marked(pid: str, mark: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return mark in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _sessions_alive(sids: set[int], mark: bytes | None = None) -> list[int]:
+    """PIDs (not zombies) whose session id is one of ``sids``, or whose environment holds
+    ``mark`` (``NAME=value``) (Linux /proc)."""
     found = []
+    me = str(os.getpid())
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or entry == me:
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
@@ -138,34 +153,38 @@ def _sessions_alive(sids: set[int]) -> list[int]:
             continue
         rest = stat.rsplit(")", 1)[-1].split()
         # rest: state ppid pgrp session ...
-        if len(rest) > 3 and rest[0] != "Z" and int(rest[3]) in sids:
+        if len(rest) <= 3 or rest[0] == "Z":
+            continue
+        if int(rest[3]) in sids or (mark is not None and _marked(entry, mark)):
             found.append(int(entry))
     return found
 
 
-def kill_sessions(sids: Iterable[int], grace: float = 1.0) -> int:
-    """SIGTERM every process of the given sessions, SIGKILL what is left after ``grace``.
+def kill_sessions(sids: Iterable[int], grace: float = 1.0, mark: str | None = None) -> int:
+    """SIGTERM every process of the given sessions (and every process whose environment holds
+    ``mark``, ``NAME=value``), SIGKILL what is left after ``grace``.
 
     Blocking (reads /proc, sleeps): call it in a thread. Returns how many processes were found.
     """
     sids = set(sids)
-    if not sids:
+    marked = mark.encode() if mark else None
+    if not sids and marked is None:
         return 0
     if not os.path.isdir("/proc"):  # pragma: no cover - not Linux
         for sid in sids:
             with contextlib.suppress(OSError):
                 os.killpg(sid, signal.SIGKILL)
         return len(sids)
-    pids = _sessions_alive(sids)
+    pids = _sessions_alive(sids, marked)
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not _sessions_alive(sids):
+        if not _sessions_alive(sids, marked):
             return len(pids)
         time.sleep(0.05)
-    for pid in _sessions_alive(sids):
+    for pid in _sessions_alive(sids, marked):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     return len(pids)
@@ -233,6 +252,8 @@ class SshDriver:
         self._sids: set[int] = set()
         self._pty_sids: dict[asyncssh.SSHServerConnection, set[int]] = {}
         self._proc_tasks: set[asyncio.Task[None]] = set()
+        # Marks this driver's processes and their descendants (see DRIVER_MARK).
+        self._mark = f"{cluster_id}-{os.getpid()}-{os.urandom(6).hex()}"
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -288,8 +309,8 @@ class SshDriver:
         return sids
 
     async def kill(self, sids: set[int]) -> None:
-        if sids:
-            await asyncio.to_thread(kill_sessions, sids)
+        """Kill what the driver ran: the given sessions and every process carrying its mark."""
+        await asyncio.to_thread(kill_sessions, sids, mark=f"{DRIVER_MARK}={self._mark}")
 
     def drop(self) -> int:
         """Abort every live connection (like a network failure). Processes keep running."""
@@ -372,6 +393,7 @@ class SshDriver:
             "LOGNAME": username,
             "SHELL": "/bin/sh",
             "LANG": "C.UTF-8",
+            DRIVER_MARK: self._mark,
         }
         peer = process.get_extra_info("peername") or ("127.0.0.1", 0)
         sockname = process.get_extra_info("sockname") or ("127.0.0.1", self.port)
