@@ -19,7 +19,13 @@ cluster. It works wherever jupyter_client works (Jupyter Server, ``jupyter conso
   queues behind it). Success puts ``running-spark`` on the board; a failure leaves ``running``
   with a sentence saying why. ``launch_kernel`` does not wait for it; a restart or shutdown
   cancels it, and ``DBJL_SPARK_ATTACH_TIMEOUT`` (seconds, default 120) bounds it: when it runs
-  out the kernel is interrupted so that queued cells go on.
+  out the kernel is interrupted so that queued cells go on;
+* when the SSH link dies (noticed within seconds through keepalives), ``poll`` reports the
+  kernel gone and the board says ``disconnected``. Jupyter's auto-restart is held back until the
+  cluster has been looked at: it goes ahead only when the cluster still runs on the same driver
+  and SSH answers; otherwise (cluster terminated, driver replaced, no answer) the kernel stays
+  ``disconnected`` with one warning in the log, until a start or reconfigure of the cluster
+  restarts it. Nothing is then sent to a driver that is gone.
 
 All SSH traffic runs on one event loop in a background thread of the process. That keeps the
 forwarded channels flowing when the caller's loop is idle (a synchronous ``KernelManager`` only
@@ -79,6 +85,10 @@ READY_TIMEOUT = 60.0
 DEAD_LINK_WITHIN = 15.0
 #: Upper bound for stopping or cleaning up a kernel whose driver may be gone.
 CLEANUP_TIMEOUT = 8.0
+#: Upper bound for finding out, after a lost link, whether the cluster and its driver still run.
+LINK_CHECK_TIMEOUT = 20.0
+#: Databricks states in which the driver runs.
+RUNNING_STATES = frozenset({"RUNNING", "RESIZING"})
 LAUNCH_ATTEMPTS = 3
 #: Default bound (seconds) for attaching Spark after a start; env ``DBJL_SPARK_ATTACH_TIMEOUT``.
 SPARK_ATTACH_TIMEOUT = 120.0
@@ -182,6 +192,10 @@ class ProvisionerError(RuntimeError):
     """A kernel could not be started or reached on the driver; the message is for a person."""
 
 
+class ClusterNotRunning(ProvisionerError):
+    """The cluster is not running: a start of the cluster brings the kernel back."""
+
+
 # --------------------------------------------------------------------------------------------
 # The process-wide SSH loop
 
@@ -282,10 +296,20 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._listeners: list[Any] = []
         self._exit_status: int | None = None
         self._link_lost = False
+        # The SSH loop saw the link close; the owner's loop has not taken note yet.
+        self._link_down = False
+        # The driver this kernel ran on is gone (cluster terminated or driver replaced): there is
+        # nothing left to stop or clean up on it.
+        self._driver_gone = False
+        # Counts launches (and re-attachments): work started for one kernel process must not
+        # touch the next one.
+        self._generation = 0
+        self._check_future: Any = None  # concurrent.futures.Future of the lost-link check
         self._launched = False
         self._stopping = False
         self._owner_loop: asyncio.AbstractEventLoop | None = None
-        self._stale: tuple[int, str | None, bool] | None = None
+        # A kernel that could not be removed: (pid, run folder, sudo, driver start).
+        self._stale: tuple[int, str | None, bool, int | None] | None = None
         self._unreachable = False
         self.spark = True
         self._spark_timeout = SPARK_ATTACH_TIMEOUT
@@ -347,24 +371,35 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if unless is None or not unless():
                 board.set(*args)
 
+        self._on_owner_loop(put)
+
+    def _on_owner_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn`` on the loop of whoever manages the kernel, or right here when that loop
+        does not run (a synchronous ``KernelManager`` runs its loop only inside calls)."""
         loop = self._owner_loop
         try:
             current = asyncio.get_running_loop()
         except RuntimeError:
             current = None
         if loop is not None and loop is not current and loop.is_running():
-            loop.call_soon_threadsafe(put)
+            loop.call_soon_threadsafe(fn, *args)
         else:
-            put()
+            fn(*args)
+
+    async def _read_cluster(self) -> Any:
+        """The cluster as the workspace sees it now (a ``workspace.ClusterInfo``)."""
+        from . import workspace
+
+        assert self.profile and self.cluster_id
+        ws = await workspace.Workspace.for_profile(self.profile)
+        return await ws.get_cluster(self.cluster_id)
 
     async def _lookup_cluster(self) -> None:
         """Public DNS and driver start from the workspace (on the caller's loop)."""
         from . import workspace
 
-        assert self.profile and self.cluster_id
         try:
-            ws = await workspace.Workspace.for_profile(self.profile)
-            info = await ws.get_cluster(self.cluster_id)
+            info = await self._read_cluster()
         except workspace.WorkspaceUnavailable as exc:
             # A `Host <cluster_id>` entry may still reach the driver; the host key store then
             # refuses any key change because no newer driver start is known.
@@ -375,8 +410,8 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         except workspace.WorkspaceError as exc:
             raise ProvisionerError(str(exc)) from None
         state = (info.state or "").upper()
-        if state not in ("RUNNING", "RESIZING"):
-            raise ProvisionerError(
+        if state not in RUNNING_STATES:
+            raise ClusterNotRunning(
                 f"Cluster {self.cluster_id} is {state or 'in an unknown state'}: start it "
                 "(status bar or `databrickslabs-jupyterlab`) and restart the kernel."
             )
@@ -396,7 +431,10 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         try:
             await self._lookup_cluster()
         except ProvisionerError as exc:
-            self._record("dead", str(exc))
+            # A kernel that ran before and waits for its cluster can come back with the
+            # cluster's start (which restarts the cluster's disconnected kernels).
+            again = isinstance(exc, ClusterNotRunning) and self._generation > 0
+            self._record("disconnected" if again else "dead", str(exc))
             raise
         km = self.parent
         if km is not None:
@@ -441,8 +479,12 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         )
         preferred = {n: int(base.get(n) or 0) for n in PORT_NAMES}
         self._cancel_spark_attach()
+        self._cancel_link_check()
+        self._generation += 1
         self._exit_status = None
         self._link_lost = False
+        self._link_down = False
+        self._driver_gone = False
         self._stopping = False
         self._unreachable = False
         try:
@@ -458,7 +500,7 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return info
 
     async def post_launch(self, **kwargs: Any) -> None:
-        if self._link_lost:
+        if self._link_lost or self._link_down:
             self._record("disconnected", "The SSH connection to the driver was lost")
         elif self._exit_status is None:
             where = _target_text(self._target)
@@ -475,6 +517,8 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return self._exit_status
         if self._link_lost:
             return LINK_LOST_STATUS
+        if self._link_down:
+            return None  # only until the owner's loop takes note (see _link_lost_noticed)
         if self._conn is None and self.pid is not None:
             # State loaded from another process: ask the driver directly.
             try:
@@ -512,11 +556,15 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def shutdown_requested(self, restart: bool = False) -> None:
         self._stopping = True
         self._cancel_spark_attach()
+        self._cancel_link_check()
 
     async def cleanup(self, restart: bool = False) -> None:
         self._cancel_spark_attach()
+        self._cancel_link_check()
         pid, run_dir, sudo = self.pid, self.run_dir, self.use_sudo
-        gone = self._exit_status is not None
+        gone = self._exit_status is not None or self._driver_gone
+        if self._driver_gone:
+            run_dir = None  # it went with the driver
         try:
             if self._unreachable:
                 # Stopping already failed to reach the driver: do not wait for it again.
@@ -531,7 +579,7 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             await _on_ssh_loop(self._close_link())
             self.log.warning("Could not clean up the kernel on the driver: %s", exc)
             if pid is not None and not gone:
-                self._stale = (pid, run_dir, sudo)
+                self._stale = (pid, run_dir, sudo, self._driver_start)
         self.pid = None
         self.run_dir = None
         self.remote_ports = None
@@ -563,6 +611,7 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self.use_sudo = bool(provisioner_info.get("use_sudo"))
         self._launched = self.pid is not None
         if self._launched:
+            self._generation += 1
             await self._lookup_cluster()
             await _on_ssh_loop(self._reattach())
 
@@ -709,11 +758,145 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return
         self._conn = None
         if self._launched and self._exit_status is None and not self._stopping:
-            self._link_lost = True
-            self.log.warning("SSH connection to cluster %s lost", self.cluster_id)
-            self._record("disconnected", "The SSH connection to the driver was lost")
+            # poll() reports the kernel gone only once the owner's loop has paused Jupyter's
+            # auto-restart, so that no restart starts before the cluster has been looked at.
+            self._link_down = True
+            self._on_owner_loop(self._link_lost_noticed, self._generation)
         elif self._launched and self._exit_status is None:
             self._link_lost = True
+
+    # ---------------------------------------------------------------- lost link
+
+    def _link_lost_noticed(self, generation: int) -> None:
+        """On the owner's loop: the kernel is gone for now; find out whether it may come back.
+
+        Jupyter's restarter (a jupyter_server kernel has one) would restart a kernel that is not
+        alive at once, and with the cluster terminated every attempt fails with a traceback. So
+        it is paused here, before poll() says the kernel is gone, and resumed only when the
+        cluster still runs on the same driver and SSH answers again. Otherwise the kernel stays
+        ``disconnected`` until a start or reconfigure of the cluster restarts it. Whoever has no
+        restarter (nbclient, ``jupyter console``) just sees ``is_alive()`` turn false.
+        """
+        if generation != self._generation or not self._link_down:
+            return
+        self._pause_restarter()
+        self._link_down = False
+        self._link_lost = True
+        if self._stopping or self._exit_status is not None:
+            return
+        self._record("disconnected", "The SSH connection to the driver was lost")
+        self._cancel_link_check()
+        self._check_future = asyncio.run_coroutine_threadsafe(
+            self._check_lost_link(generation), _SshLoop.get()
+        )
+
+    def _link_check_current(self, generation: int) -> bool:
+        return (
+            generation == self._generation
+            and self._link_lost
+            and not self._stopping
+            and self._exit_status is None
+        )
+
+    async def _check_lost_link(self, generation: int) -> None:
+        """Look at the cluster and its driver, then let Jupyter restart the kernel or not."""
+        from . import ssh
+
+        cid = self.cluster_id
+        advice = "start the cluster (status bar or `databrickslabs-jupyterlab`) to restart it"
+        restart = False
+        try:
+            info = await asyncio.wait_for(self._read_cluster(), LINK_CHECK_TIMEOUT)
+        except Exception as exc:  # WorkspaceError, timeout: the state is unknown
+            reason = f"the state of cluster {cid} could not be read ({exc or 'timed out'})"
+            advice = "restart the kernel once the workspace answers"
+        else:
+            state = (info.state or "").upper() or "in an unknown state"
+            replaced = bool(
+                info.driver_start and self._driver_start and info.driver_start != self._driver_start
+            )
+            if state not in RUNNING_STATES:
+                self._driver_gone = True
+                reason = f"cluster {cid} is {state}"
+            elif replaced:
+                self._driver_gone = True
+                reason = f"the driver of cluster {cid} was replaced"
+                advice = "reconfigure the cluster (status bar) to restart it"
+            else:
+                assert self.settings is not None
+                try:
+                    problem = await asyncio.wait_for(
+                        ssh.check_reachable(
+                            self._target,
+                            self.settings,
+                            host_keys=ssh.HostKeyStore(self.settings.state_path),
+                            driver_start=self._driver_start,
+                        ),
+                        LINK_CHECK_TIMEOUT,
+                    )
+                except Exception as exc:
+                    problem = str(exc) or "the SSH login timed out"
+                if problem is None:
+                    restart = True
+                    reason = f"cluster {cid} still runs"
+                else:
+                    reason = f"cluster {cid} runs but its driver does not answer: {problem}"
+                    advice = "restart the kernel once the driver answers"
+        if not self._link_check_current(generation):
+            return
+        if restart:
+            self.log.warning(
+                "Kernel %s lost its SSH connection to the driver; %s, so %s.",
+                self.kernel_id,
+                reason,
+                "Jupyter restarts it" if self._auto_restarts() else "it can be restarted",
+            )
+            self._record(
+                "disconnected",
+                "The SSH connection to the driver was lost; restarting the kernel",
+                unless=lambda: not self._link_check_current(generation),
+            )
+            self._on_owner_loop(self._resume_restarter, generation)
+        else:
+            self.log.warning(
+                "Kernel %s lost its SSH connection to the driver: %s. It is not restarted "
+                "automatically; %s.",
+                self.kernel_id,
+                reason,
+                advice,
+            )
+            message = _short(f"{reason[:1].upper()}{reason[1:]}; {advice}.")
+            self._record(
+                "disconnected", message, unless=lambda: not self._link_check_current(generation)
+            )
+
+    def _cancel_link_check(self) -> None:
+        future, self._check_future = self._check_future, None
+        if future is not None and not future.done():
+            future.cancel()
+
+    def _auto_restarts(self) -> bool:
+        """Whether the kernel's manager restarts a kernel that died (jupyter_server's does)."""
+        from jupyter_client.ioloop import AsyncIOLoopKernelManager, IOLoopKernelManager
+
+        km = self.parent
+        return isinstance(km, (AsyncIOLoopKernelManager, IOLoopKernelManager)) and bool(
+            km.autorestart
+        )
+
+    def _pause_restarter(self) -> None:
+        stop = getattr(self.parent, "stop_restarter", None)
+        if callable(stop):
+            stop()
+
+    def _resume_restarter(self, generation: int) -> None:
+        if not self._link_check_current(generation):
+            return
+        start = getattr(self.parent, "start_restarter", None)
+        if callable(start):
+            start()
+
+    # ---------------------------------------------------------------- SSH loop side (commands)
 
     def _command(self, argv: list[str]) -> str:
         if self.use_sudo:
@@ -860,7 +1043,13 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     async def _stop(self, signal_name: str) -> None:
         self._cancel_spark_attach()
-        if not self._launched or self.pid is None or self._exit_status is not None:
+        self._cancel_link_check()
+        if (
+            not self._launched
+            or self.pid is None
+            or self._exit_status is not None
+            or self._driver_gone
+        ):
             return
         self._stopping = True
         try:
@@ -893,7 +1082,10 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         stale, self._stale = self._stale, None
         if stale is None:
             return
-        pid, run_dir, sudo = stale
+        pid, run_dir, sudo, driver_start = stale
+        if driver_start and self._driver_start and driver_start != self._driver_start:
+            # Another driver now: the kernel went with the old one, and its PID may be taken.
+            return
         saved = self.use_sudo
         self.use_sudo = sudo
         try:

@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -315,6 +317,76 @@ def test_dropped_link_is_reported_disconnected(sim_kernel: str, simulator: Any) 
         assert board.get(km.kernel_id).state == "dead"
 
     asyncio.run(scenario())
+
+
+def test_terminated_cluster_ends_a_notebook_run_with_a_dead_kernel(
+    sim_kernel_no_spark: str,
+    running_cluster: Any,
+    simulator: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """nbclient (no Jupyter server, no auto-restart) learns that the kernel is gone."""
+    from nbclient.exceptions import DeadKernelError
+
+    caplog.set_level(logging.INFO)
+    cluster_id = running_cluster.cluster_id
+    flag = tmp_path / "running"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            f"import os, time\nopen({str(flag)!r}, 'w').write(str(os.getpid()))\ntime.sleep(90)"
+        )
+    ]
+
+    def terminate_when_running() -> None:
+        deadline = time.monotonic() + 60
+        while not flag.exists() or not flag.read_text():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
+        simulator.terminate(cluster_id)
+
+    terminator = threading.Thread(target=terminate_when_running, daemon=True)
+    terminator.start()
+    client = NotebookClient(nb, kernel_name=sim_kernel_no_spark, timeout=100, startup_timeout=60)
+    started = time.monotonic()
+    with pytest.raises(DeadKernelError):
+        client.execute()
+    assert time.monotonic() - started < 60, "the dead kernel went unnoticed for too long"
+    terminator.join(5)
+    pid = int(flag.read_text())
+    assert not _alive(pid)  # gone with the driver
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    lost = [w for w in warnings if "lost its SSH connection" in w]
+    assert len(lost) == 1 and "TERMINAT" in lost[0], warnings
+    # Shutting down did not try to reach a driver that is gone.
+    assert not [w for w in warnings if w.startswith("Could not")], warnings
+
+
+def test_stale_kernel_of_an_earlier_driver_is_left_alone() -> None:
+    """A kernel that could not be removed is killed on the next start only on the same driver
+    (a new driver's process with the same PID is someone else)."""
+    provisioner = DatabricksSshProvisioner(kernel_id="k")
+    signals: list[tuple[str, int | None]] = []
+
+    async def signal_(name: str, pid: int | None = None) -> None:
+        signals.append((name, pid))
+
+    async def run(argv: list[str], timeout: float = 20.0) -> Any:
+        signals.append(("run", None))
+
+    provisioner._signal = signal_  # type: ignore[method-assign]
+    provisioner._run = run  # type: ignore[method-assign]
+
+    provisioner._driver_start = 2000
+    provisioner._stale = (4242, "/tmp/dbjl-kernel-abc", False, 1000)
+    asyncio.run(provisioner._kill_stale())
+    assert signals == [] and provisioner._stale is None
+
+    provisioner._stale = (4242, "/tmp/dbjl-kernel-abc", False, 2000)
+    asyncio.run(provisioner._kill_stale())
+    assert signals == [("KILL", 4242), ("run", None)]
 
 
 def _sshd_sessions(master: int) -> list[int]:
