@@ -275,6 +275,9 @@ export class StatusModel implements IDisposable {
       return;
     }
     this._localStatus = status;
+    if (status === 'connecting') {
+      this._connectingSince = Date.now();
+    }
     if (this._kernelId === null) {
       return;
     }
@@ -468,7 +471,14 @@ export class StatusModel implements IDisposable {
     ) {
       return;
     }
-    const wait = this._lastReconnect + RECONNECT_PAUSE - Date.now();
+    // The browser's own attempt gets its time first: closing a websocket still in
+    // its handshake (as after every kernel start) makes jupyter_server fail that
+    // request with an AttributeError on the connection it already dropped.
+    const since =
+      this._localStatus === 'connecting'
+        ? Math.max(this._lastReconnect, this._connectingSince)
+        : this._lastReconnect;
+    const wait = since + RECONNECT_PAUSE - Date.now();
     if (wait > 0) {
       this._reconnectTimer = setTimeout(() => this._maybeReconnect(), wait);
       return;
@@ -579,6 +589,8 @@ export class StatusModel implements IDisposable {
     | null;
   private _reconnect: (() => void) | null;
   private _lastReconnect = 0;
+  /** When the local status last became 'connecting' (ms). */
+  private _connectingSince = 0;
   private _reconnectTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   private _poll: Poll<void, unknown>;
   private _changed = new Signal<this, void>(this);

@@ -244,6 +244,27 @@ describe('StatusModel', () => {
       expect(reconnects).toBe(2); // connected again: no more attempts
     });
 
+    it("leaves the browser's own connection attempt its time before reconnecting", async () => {
+      // Closing a websocket still in its handshake (a kernel just started) makes
+      // jupyter_server fail that request; the browser's attempt usually succeeds.
+      let reconnects = 0;
+      make({ reconnect: () => reconnects++, settings: { autoPrompt: false } });
+      model.setKernel('k1');
+      await waitFor(() => api.pending === 1, 2000, 'long poll');
+      expect(model.displayState).toBe('connected');
+      model.setLocalStatus('connecting');
+      await sleep(RECONNECT_PAUSE / 2);
+      model.setLocalStatus('connected');
+      model.setLocalStatus('idle');
+      await sleep(RECONNECT_PAUSE);
+      expect(reconnects).toBe(0);
+      // An attempt that goes on (the browser backs off) gets help after the pause.
+      model.setLocalStatus('connecting');
+      await sleep(RECONNECT_PAUSE / 2);
+      expect(reconnects).toBe(0);
+      await waitFor(() => reconnects === 1, RECONNECT_PAUSE, 'reconnect');
+    });
+
     it('takes the kernel state from the cluster status when the server lists it', async () => {
       make();
       model.setKernel('k1');
