@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
+from tornado.httpclient import HTTPClientError
 
 from databrickslabs_jupyterlab import kernelspecs
 from tests.test_api import Client, assert_no_secret, check, server_config
@@ -160,6 +161,15 @@ async def test_terminated_cluster_leaves_the_kernel_disconnected_until_a_start(
     assert len(warnings) == 1, warnings
     assert "TERMINAT" in warnings[0] and "not restarted automatically" in warnings[0]
     assert not _pid_alive(old_pid)
+
+    # A restart asked by the user meanwhile fails (jupyter_server logs our reason); the kernel
+    # still waits for its cluster.
+    mark = len(caplog.records)
+    with pytest.raises(HTTPClientError) as refused:
+        await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="")
+    assert refused.value.code == 500
+    assert _messages(caplog, mark, "is TERMINATED: start it", logging.ERROR)
+    assert (await _kernel(client, kernel_id))["kernel_state"] == "disconnected"
 
     # The cluster's start restarts the kernel (restarting-kernels step) and a cell runs.
     mark = len(caplog.records)
