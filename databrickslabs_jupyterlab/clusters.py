@@ -361,7 +361,7 @@ class ClusterConnection:
         }
         if view == self._view and self._json:
             return
-        if (state, message) != (self.state, self.message) or not self.events:
+        if self._is_news(state, message):
             self.events.append({"at": utcnow(), "state": state, "message": message})
         if (state, view["cluster_state"], operation) != (
             self.state,
@@ -380,6 +380,24 @@ class ClusterConnection:
         self._json = json.dumps(body)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    def _is_news(self, state: str, message: str) -> bool:
+        """Whether (state, message) belongs in the history.
+
+        A new state always does. Within one state, a message already recorded since that state
+        began does not: an unreachable driver whose error alternates between two texts would
+        otherwise push the rest of the history out.
+        """
+        if not self.events or state != self.state:
+            return True
+        if message == self.message:
+            return False
+        for event in reversed(self.events):
+            if event["state"] != state:
+                break
+            if event["message"] == message:
+                return False
+        return True
 
     def note(self, message: str) -> None:
         """Record an event that is not a state change (e.g. a kernel lost its link)."""

@@ -420,3 +420,24 @@ def test_events_are_bounded(tmp_path):
         await registry.stop()
 
     asyncio.run(main())
+
+
+def test_alternating_messages_of_one_state_are_recorded_once(tmp_path):
+    async def main() -> None:
+        registry, _, fake_driver, _ = make(tmp_path, state="RUNNING")
+        conn = await registry.connection("demo", "c1")
+        await until(lambda: conn.state == "connected")
+        calls = [0]
+
+        async def flaky(profile: str, info: ClusterInfo, *, libraries: bool) -> Probe:
+            calls[0] += 1
+            return Probe(False, ("Connection reset.", "Connection lost.")[calls[0] % 2])
+
+        fake_driver.probe = flaky  # type: ignore[method-assign]
+        await until(lambda: calls[0] >= 10)
+        messages = [e["message"] for e in conn.snapshot()["events"] if e["state"] == "unreachable"]
+        assert len(messages) == 2 and messages[0] != messages[1]
+        assert {m.rsplit(": ", 1)[1] for m in messages} == {"Connection reset.", "Connection lost."}
+        await registry.stop()
+
+    asyncio.run(main())
