@@ -29,7 +29,7 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-from .provisioner import CLUSTER_ID_PATTERN, PROFILE_PATTERN, PROVISIONER_NAME, _secret_like
+from .provisioner import CLUSTER_ID_PATTERN, PROFILE_PATTERN, PROVISIONER_NAME, secret_like
 
 log = logging.getLogger(__name__)
 NAME_PREFIX = "ssh__"
@@ -96,7 +96,7 @@ def env_name_problem(name: str) -> str | None:
         return f"{name!r} is not a valid environment variable name (letters, digits, _)"
     if name.upper().startswith(RESERVED_ENV_PREFIX) or name.upper() in RESERVED_ENV:
         return f"{name} is set by databrickslabs-jupyterlab itself for every remote kernel"
-    if _secret_like(name):
+    if secret_like(name):
         return (
             f"{name} looks like a secret, and secrets do not belong in a kernelspec "
             "(use Databricks secrets on the cluster)"

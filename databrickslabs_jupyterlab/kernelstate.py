@@ -51,7 +51,9 @@ class KernelBoard:
         self._records.pop(kernel_id, None)
 
     def for_cluster(self, profile: str, cluster_id: str) -> list[KernelRecord]:
-        return [r for r in self._records.values() if (r.profile, r.cluster_id) == (profile, cluster_id)]
+        return [
+            r for r in self._records.values() if (r.profile, r.cluster_id) == (profile, cluster_id)
+        ]
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)

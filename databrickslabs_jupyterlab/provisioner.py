@@ -231,7 +231,9 @@ async def _on_ssh_loop(coro: Coroutine[Any, Any, T]) -> T:
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
 
-def _secret_like(name: str) -> bool:
+def secret_like(name: str) -> bool:
+    """Whether an environment variable's name looks like it holds a credential (never sent to
+    the driver, never written into a kernelspec)."""
     return bool(_SECRET_NAME.search(name))
 
 
@@ -465,9 +467,9 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         local_env = kwargs.get("env") or {}
         env = {k: str(local_env[k]) for k in PASSED_ENV if k in local_env}
         for name in getattr(self.kernel_spec, "env", None) or {}:
-            if name in local_env and not _secret_like(name):
+            if name in local_env and not secret_like(name):
                 env[name] = str(local_env[name])  # substituted by pre_launch
-        env = {k: v for k, v in env.items() if not _secret_like(k)}
+        env = {k: v for k, v in env.items() if not secret_like(k)}
         assert self.settings is not None
         env.update(
             {
