@@ -42,6 +42,20 @@ function sessionContextOf(widget: Widget | null): ISessionContext | null {
 }
 
 /**
+ * Whether the session's kernel connection has a websocket still opening.
+ * `KernelConnection` keeps its socket in a private field; where it is not
+ * found (another JupyterLab version) the answer is unknown.
+ */
+function handshaking(context: ISessionContext | null): boolean | undefined {
+  const kernel = context?.session?.kernel as unknown as { _ws?: unknown } | null | undefined;
+  if (!kernel || !('_ws' in kernel)) {
+    return undefined;
+  }
+  const ws = kernel._ws as { readyState?: number } | null;
+  return ws !== null && ws?.readyState === WebSocket.CONNECTING;
+}
+
+/**
  * Connect the browser again to the kernel of a session after the server
  * restarted it on a restarted cluster. A connection the browser gave up as
  * dead cannot reconnect, so the session gets a new one for the same kernel.
@@ -95,7 +109,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const model = new StatusModel({
       api,
       prompt: makeRestartPrompt(trans),
-      reconnect: () => reattach(context)
+      reconnect: () => reattach(context),
+      handshaking: () => handshaking(context)
     });
 
     const onKernelChanged = () => {

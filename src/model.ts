@@ -34,6 +34,14 @@ export const DEFAULT_SETTINGS: IStatusSettings = {
 /** Pause between two attempts to reconnect the browser to a kernel (ms). */
 export const RECONNECT_PAUSE = 3000;
 
+/**
+ * How long a websocket handshake still in progress is left alone (ms):
+ * jupyter_server answers it once the kernel replies to `kernel_info`, waiting
+ * up to its `kernel_info_timeout` (60 s by default), and a kernel busy with a
+ * cell (or attaching Spark) replies only after it.
+ */
+export const HANDSHAKE_GRACE = 65 * 1000;
+
 /** Smallest accepted refresh interval, so a bad setting cannot flood the server. */
 export const MIN_REFRESH_INTERVAL = 250;
 
@@ -76,6 +84,12 @@ export namespace StatusModel {
      * connection gave up (e.g. after the cluster restarted the kernel).
      */
     reconnect?: () => void;
+    /**
+     * Whether the browser's connection to the current kernel has a websocket
+     * handshake in progress (undefined when that cannot be told). Such an
+     * attempt is not interrupted before `HANDSHAKE_GRACE`.
+     */
+    handshaking?: () => boolean | undefined;
   }
 }
 
@@ -108,6 +122,7 @@ export class StatusModel implements IDisposable {
     this._maxBackoff = options.maxBackoff ?? 30 * 1000;
     this._prompt = options.prompt ?? null;
     this._reconnect = options.reconnect ?? null;
+    this._handshaking = options.handshaking ?? null;
     this._poll = new Poll<void, unknown>({
       name: 'databrickslabs-jupyterlab:status',
       factory: () => this._tick(),
@@ -474,11 +489,16 @@ export class StatusModel implements IDisposable {
     // The browser's own attempt gets its time first: closing a websocket still in
     // its handshake (as after every kernel start) makes jupyter_server fail that
     // request with an AttributeError on the connection it already dropped.
-    const since =
-      this._localStatus === 'connecting'
-        ? Math.max(this._lastReconnect, this._connectingSince)
-        : this._lastReconnect;
-    const wait = since + RECONNECT_PAUSE - Date.now();
+    const connecting = this._localStatus === 'connecting';
+    const since = connecting
+      ? Math.max(this._lastReconnect, this._connectingSince)
+      : this._lastReconnect;
+    let wait = since + RECONNECT_PAUSE - Date.now();
+    if (connecting && wait <= 0 && this._handshaking?.() === true) {
+      // The server is still waiting for the kernel: check again later.
+      const cap = since + HANDSHAKE_GRACE - Date.now();
+      wait = cap > 0 ? Math.min(RECONNECT_PAUSE, cap) : 0;
+    }
     if (wait > 0) {
       this._reconnectTimer = setTimeout(() => this._maybeReconnect(), wait);
       return;
@@ -588,6 +608,7 @@ export class StatusModel implements IDisposable {
     | ((model: StatusModel, status: IClusterStatus) => Promise<void>)
     | null;
   private _reconnect: (() => void) | null;
+  private _handshaking: (() => boolean | undefined) | null;
   private _lastReconnect = 0;
   /** When the local status last became 'connecting' (ms). */
   private _connectingSince = 0;

@@ -265,6 +265,26 @@ describe('StatusModel', () => {
       await waitFor(() => reconnects === 1, RECONNECT_PAUSE, 'reconnect');
     });
 
+    it('does not interrupt a websocket handshake the server is still answering', async () => {
+      // jupyter_server accepts the websocket once the kernel answers kernel_info,
+      // which a kernel busy attaching Spark does only later.
+      let reconnects = 0;
+      let inHandshake = true;
+      make({
+        reconnect: () => reconnects++,
+        handshaking: () => inHandshake,
+        settings: { autoPrompt: false }
+      });
+      model.setKernel('k1');
+      await waitFor(() => api.pending === 1, 2000, 'long poll');
+      model.setLocalStatus('connecting');
+      await sleep(RECONNECT_PAUSE * 2 + 500);
+      expect(reconnects).toBe(0);
+      // The handshake failed and the browser waits to try again: help at once.
+      inHandshake = false;
+      await waitFor(() => reconnects === 1, RECONNECT_PAUSE + 500, 'reconnect');
+    });
+
     it('takes the kernel state from the cluster status when the server lists it', async () => {
       make();
       model.setKernel('k1');
