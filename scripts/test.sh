@@ -5,6 +5,7 @@
 #
 #   scripts/test.sh            everything
 #   SKIP_UI_TESTS=1 scripts/test.sh    without the browser tests
+#   SKIP_SPARK=1 scripts/test.sh       without a real Spark (its test is then skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || [ -n "${SKIP_UI_TESTS:-}" ] || missing+=(chromium)
 command -v git >/dev/null || missing+=(git)
+# Java for the real-Spark test (pyspark 4 needs Java 17 or newer)
+command -v java >/dev/null || [ -n "${SKIP_SPARK:-}" ] || missing+=(default-jre-headless)
 if [ ${#missing[@]} -gt 0 ]; then
   step "Installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi
@@ -25,6 +28,22 @@ fi
 # --- Python package with its test extras (builds the frontend through hatch-jupyter-builder) --
 step "Installing databrickslabs-jupyterlab with its test dependencies"
 python -m pip install --disable-pip-version-check -q -e ".[test]"
+
+# --- pyspark for the real-Spark test, in a folder of its own: the remote kernel on the simulated
+# driver gets it on its PYTHONPATH, the way a Databricks driver has it (kept for later runs) -----
+if [ -z "${SKIP_SPARK:-}" ]; then
+  PYSPARK_VERSION=4.3.0
+  pyspark_dir="${XDG_CACHE_HOME:-$HOME/.cache}/databrickslabs-jupyterlab-tests/pyspark-$PYSPARK_VERSION"
+  if [ ! -f "$pyspark_dir/pyspark/__init__.py" ]; then
+    step "Installing pyspark $PYSPARK_VERSION into $pyspark_dir"
+    rm -rf "$pyspark_dir.partial"
+    python -m pip install --disable-pip-version-check -q --target "$pyspark_dir.partial" \
+      "pyspark==$PYSPARK_VERSION"
+    rm -rf "$pyspark_dir"
+    mv "$pyspark_dir.partial" "$pyspark_dir"
+  fi
+  export DBJL_TEST_PYSPARK_PATH="$pyspark_dir"
+fi
 
 step "ruff"
 python -m ruff check databrickslabs_jupyterlab tests benchmarks

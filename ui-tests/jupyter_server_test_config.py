@@ -59,6 +59,16 @@ ssh_dir = home / ".ssh"
 ssh_dir.mkdir(parents=True, mode=0o700)
 key = ssh_dir / f"id_{PROFILE}"
 
+# A folder with pyspark (scripts/test.sh provides one): a second kernelspec puts it on the remote
+# kernel's PYTHONPATH, as a Databricks driver has it, so that Spark really attaches.
+PYSPARK_PATH = os.environ.get("DBJL_TEST_PYSPARK_PATH") or ""
+if not (
+    PYSPARK_PATH
+    and (Path(PYSPARK_PATH) / "pyspark" / "__init__.py").is_file()
+    and shutil.which("java")
+):
+    PYSPARK_PATH = ""
+
 # Only the test's own Databricks and product settings may be read.
 for name in list(os.environ):
     if name.startswith(("DATABRICKS_", "DBJL_")) and name != "DBJL_UI_INFO":
@@ -119,10 +129,13 @@ c.DatabricksLabsJupyterLab.driver_requirements = ["ipykernel>=6.0", PROBE]
 c.DatabricksLabsJupyterLab.pip_args = pip_args
 
 kernel_name = kernelspecs.create_kernelspec(PROFILE, cluster_id, CLUSTER_NAME, env=CLUSTER_NAME)
-display_name = next(
-    (s.display_name for s in kernelspecs.list_kernelspecs() if s.name == kernel_name),
-    kernel_name,
-)
+spark_kernel_name = ""
+if PYSPARK_PATH:
+    spark_kernel_name = kernelspecs.create_kernelspec(
+        PROFILE, cluster_id, CLUSTER_NAME, env="pyspark", kernel_env={"PYTHONPATH": PYSPARK_PATH}
+    )
+display_names = {s.name: s.display_name for s in kernelspecs.list_kernelspecs()}
+display_name = display_names.get(kernel_name, kernel_name)
 
 info = {
     "simulator_url": sim.url,
@@ -134,6 +147,8 @@ info = {
     "kernel_display_name": display_name,
     "driver_python": sim.driver_python,
     "driver_library": PROBE,
+    "spark_kernel_name": spark_kernel_name,
+    "spark_kernel_display_name": display_names.get(spark_kernel_name, ""),
 }
 info_path = Path(os.environ.get("DBJL_UI_INFO", root / "info.json"))
 info_path.parent.mkdir(parents=True, exist_ok=True)

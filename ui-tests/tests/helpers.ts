@@ -20,6 +20,9 @@ export interface IInfo {
   driver_python: string;
   /** A driver requirement the tests may uninstall from the driver. */
   driver_library: string;
+  /** A kernelspec whose remote kernel has pyspark (empty without pyspark or Java). */
+  spark_kernel_name: string;
+  spark_kernel_display_name: string;
 }
 
 export const IMAGES = path.resolve(__dirname, '..', '..', 'docs', 'images');
@@ -263,4 +266,15 @@ export async function openConnected(
   await openDatabricksNotebook(page, folder, name);
   await expectItemState(page, /jp-mod-(connected|running-spark)\b/, 60 * 1000);
   await recordStates(page);
+}
+
+/** Shut down the kernel of an open notebook through jupyter_server's REST API. */
+export async function shutdownKernelOf(request: APIRequestContext, name: string): Promise<void> {
+  const sessions = await (await request.get('/api/sessions')).json();
+  for (const session of sessions as { path: string; kernel: { id: string } | null }[]) {
+    if (session.kernel && session.path.endsWith(name)) {
+      const response = await request.delete(`/api/kernels/${session.kernel.id}`);
+      expect(response.ok(), `kernel shutdown: ${response.status()}`).toBeTruthy();
+    }
+  }
 }

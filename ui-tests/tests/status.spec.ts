@@ -18,6 +18,7 @@ import {
   runFirstCell,
   shootElement,
   shootStatus,
+  shutdownKernelOf,
   simulator,
   stateOf,
   stateSequence,
@@ -134,6 +135,27 @@ test.describe('Databricks status bar item', () => {
     await page.notebook.activate('databricks.ipynb');
     await expect(statusItem(page)).toBeVisible({ timeout: 5000 });
     await expect(statusItem(page)).toHaveClass(/jp-mod-connected/);
+  });
+
+  test('a kernel with pyspark shows running with Spark and runs a Spark job', async ({
+    page,
+    request,
+    tmpPath
+  }) => {
+    const sim = info();
+    test.skip(!sim.spark_kernel_name, 'no pyspark or no Java (DBJL_TEST_PYSPARK_PATH)');
+    test.setTimeout(180 * 1000);
+    const name = sim.spark_kernel_name;
+    await openNotebook(page, tmpPath, 'spark.ipynb', name, sim.spark_kernel_display_name);
+    const item = statusItem(page);
+    await expect(item).toBeVisible({ timeout: 60 * 1000 });
+    // Spark attaches in the background once the kernel is up.
+    await expectItemState(page, /jp-mod-running-spark\b/, 120 * 1000);
+    await expect(item).toContainText('running with Spark');
+    const job = 'print(spark.range(10).count(), type(dbutils).__name__)';
+    expect(await runFirstCell(page, job)).toContain('10 LocalDbUtils');
+    await shootStatus(page, 'status-running-spark.png');
+    await shutdownKernelOf(request, 'spark.ipynb');
   });
 });
 
