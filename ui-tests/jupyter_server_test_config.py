@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyterlab.galata import configure_jupyter_server
 
 from databrickslabs_jupyterlab import kernelspecs
@@ -131,9 +132,16 @@ c.DatabricksLabsJupyterLab.pip_args = pip_args
 kernel_name = kernelspecs.create_kernelspec(PROFILE, cluster_id, CLUSTER_NAME, env=CLUSTER_NAME)
 spark_kernel_name = ""
 if PYSPARK_PATH:
-    spark_kernel_name = kernelspecs.create_kernelspec(
-        PROFILE, cluster_id, CLUSTER_NAME, env="pyspark", kernel_env={"PYTHONPATH": PYSPARK_PATH}
+    # Written beside the first spec: create_kernelspec would replace that one (one spec per
+    # cluster and profile is what the CLI keeps).
+    spec = kernelspecs.kernel_json(
+        PROFILE, cluster_id, CLUSTER_NAME, "pyspark", kernel_env={"PYTHONPATH": PYSPARK_PATH}
     )
+    spark_kernel_name = kernelspecs.kernel_name(spec["display_name"])
+    spec_dir = root / "spark-spec"
+    spec_dir.mkdir()
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    KernelSpecManager().install_kernel_spec(str(spec_dir), spark_kernel_name, user=True)
 display_names = {s.name: s.display_name for s in kernelspecs.list_kernelspecs()}
 display_name = display_names.get(kernel_name, kernel_name)
 
