@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -374,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
             "databrickslabs-jupyterlab demo: error: --time-scale must be positive.", file=sys.stderr
         )
         return 2
+    if importlib.util.find_spec("jupyterlab") is None:
+        print(
+            "databrickslabs-jupyterlab demo: error: JupyterLab is not installed in this Python "
+            f"({sys.executable}); pip install 'jupyterlab>=4,<5'.",
+            file=sys.stderr,
+        )
+        return 1
     demo = Demo(args)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

@@ -208,3 +208,18 @@ def test_demo_word_is_a_profile_when_cli_flags_follow() -> None:
     assert _is_demo(["demo", "--no-browser", "--port=9999", "--time-scale", "0.5"])
     assert not _is_demo(["demo", "-k", "-i", "x"])
     assert not _is_demo(["demo", "-p"])
+
+
+def test_demo_without_jupyterlab_says_so_before_starting_anything(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_find_spec = demo.importlib.util.find_spec
+    monkeypatch.setattr(
+        demo.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "jupyterlab" else real_find_spec(name, *a),
+    )
+    assert demo.main(["--no-browser", "--dir", str(tmp_path / "demo")]) == 1
+    err = capsys.readouterr().err
+    assert "JupyterLab is not installed" in err and "Traceback" not in err
+    assert not (tmp_path / "demo").exists()
