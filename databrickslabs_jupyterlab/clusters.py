@@ -23,34 +23,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import kernelstate, ssh
+from . import kernelstate, operations
+from .driver import DriverAccess
+from .operations import OperationFailed, RestartKernels
 from .settings import DriverSettings
+from .vocabulary import COMING_UP, RUNNING, STATES, STEADY, STEPS
 from .workspace import (
     ClusterInfo,
     NoSuchCluster,
     ProfileInfo,
     Workspace,
     WorkspaceError,
-    key_installed,
     list_profiles,
-    public_key_for,
 )
 
-STATES = (
-    "unknown",
-    "terminated",
-    "terminating",
-    "starting",
-    "configuring",
-    "installing",
-    "connected",
-    "unreachable",
-    "error",
-)
-STEPS = ("starting", "configuring", "installing", "restarting-kernels", "done")
-RUNNING = frozenset({"RUNNING", "RESIZING"})
-COMING_UP = frozenset({"PENDING", "RESTARTING"})
-STEADY = frozenset({"RUNNING", "TERMINATED"})
+__all__ = ["STATES", "ClusterConnection", "ClusterRegistry", "OperationFailed", "ServiceSettings"]
+
 _STEP_STATE = {
     "starting": "starting",
     "configuring": "configuring",
@@ -59,7 +47,6 @@ _STEP_STATE = {
     "done": "connected",
 }
 
-RestartKernels = Callable[[str, str, list[str]], Awaitable[None]]
 WorkspaceFactory = Callable[[str], Awaitable[Any]]
 
 log = logging.getLogger(__name__)
@@ -69,137 +56,23 @@ def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class OperationFailed(Exception):
-    """A step of an operation cannot go on; the message is shown to the person."""
-
-
 @dataclass
 class ServiceSettings:
     """Knobs of the service; the server extension fills them from its traitlets."""
 
     driver: DriverSettings = field(default_factory=DriverSettings.from_env)
-    config_file: str | None = None
     refresh_interval: float = 1.0
     steady_refresh_interval: float = 10.0
     #: Seconds after the last request (or change) during which the fast cadence stays on.
     fast_window: float = 10.0
     idle_pause: float = 60.0
     first_read_wait: float = 3.0
-    retry_timeout: int = 20
-    http_timeout: float = 10.0
     ssh_check_timeout: float = 10.0
     ssh_ready_timeout: float = 60.0
     operation_timeout: float = 1800.0
     done_linger: float = 5.0
     event_history: int = 50
     profile_cache_seconds: float = 2.0
-
-
-@dataclass
-class Probe:
-    reachable: bool
-    error: str | None = None
-    #: Requirements the driver lacks; None when they were not checked.
-    missing: list[str] | None = None
-
-
-@dataclass
-class DriverLink:
-    """A logged-in SSH connection to a driver and the user it logged in as."""
-
-    conn: Any
-    user: str
-
-
-class DriverAccess:
-    """The SSH side of the service (reachability, driver preparation).
-
-    Kept apart so that unit tests of the state machine can replace it.
-    """
-
-    def __init__(self, settings: DriverSettings, ssh_check_timeout: float) -> None:
-        self.settings = settings
-        self.check_settings = settings.with_overrides(connect_timeout=ssh_check_timeout)
-        self._host_keys: Any = None
-
-    def host_keys(self) -> Any:
-        if self._host_keys is None:
-            self._host_keys = ssh.HostKeyStore(self.settings.state_path)
-        return self._host_keys
-
-    async def _target(self, profile: str, info: ClusterInfo) -> Any:
-        return await asyncio.to_thread(
-            ssh.resolve_target, info.cluster_id, info.public_dns, profile, self.settings
-        )
-
-    async def probe(self, profile: str, info: ClusterInfo, *, libraries: bool) -> Probe:
-        """A real SSH handshake and login (and, when asked, a look at the driver libraries)."""
-        from . import driver, ssh
-
-        try:
-            target = await self._target(profile, info)
-            if not libraries:
-                error = await ssh.check_reachable(
-                    target,
-                    self.check_settings,
-                    host_keys=self.host_keys(),
-                    driver_start=info.driver_start,
-                )
-                return Probe(error is None, error)
-            conn = await ssh.connect(
-                target,
-                self.check_settings,
-                host_keys=self.host_keys(),
-                driver_start=info.driver_start,
-            )
-        except ssh.SshError as err:
-            return Probe(False, str(err))
-        try:
-            check = await driver.check_libraries(conn, self.settings, target.user)
-            return Probe(True, None, list(check.missing))
-        except Exception as err:  # noqa: BLE001 - reachable, but the check itself failed
-            log.warning("Could not check the driver libraries of %s: %s", info.cluster_id, err)
-            return Probe(True, None, None)
-        finally:
-            await _close(conn)
-
-    async def connect(self, profile: str, info: ClusterInfo, ready_timeout: float) -> DriverLink:
-        """Log in to the driver, retrying while its SSH server comes up after a start."""
-        target = await self._target(profile, info)
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            try:
-                conn = await ssh.connect(
-                    target,
-                    self.settings,
-                    host_keys=self.host_keys(),
-                    driver_start=info.driver_start,
-                )
-                return DriverLink(conn, target.user)
-            except (ssh.SshAuthFailed, ssh.HostKeyChanged):
-                raise
-            except ssh.SshError:
-                if time.monotonic() + 1 > deadline:
-                    raise
-                await asyncio.sleep(1.0)
-
-    async def prepare(self, link: DriverLink, on_progress: Callable[[str], None]) -> list[str]:
-        from . import driver
-
-        return await driver.prepare_driver(link.conn, self.settings, link.user, on_progress)
-
-    async def close(self, link: DriverLink) -> None:
-        await _close(link.conn)
-
-
-async def _close(conn: Any) -> None:
-    try:
-        conn.close()
-        wait = getattr(conn, "wait_closed", None)
-        if wait is not None:
-            await asyncio.wait_for(wait(), 5)
-    except Exception:  # noqa: BLE001 - closing is best effort
-        pass
 
 
 def _error_sentence(err: BaseException, kind: str) -> str:
@@ -499,17 +372,41 @@ class ClusterConnection:
         self._publish()
 
     # ------------------------------------------------------------- operations
-    def _op_running(self) -> bool:
+    def op_running(self) -> bool:
         return self._op_task is not None and not self._op_task.done()
 
-    def start_operation(self, kind: str, kernel_id: str | None = None) -> bool:
+    _op_running = op_running
+
+    def request(
+        self, kind: str, kernel_id: str | None = None, restart_kernels: str = "never"
+    ) -> bool:
+        """Ask for ``start`` or ``reconfigure`` the way the REST API does.
+
+        Returns True when an operation runs afterwards (a new one, or the one already running,
+        which takes the named kernel along), False when there was nothing to do (a start of a
+        connected cluster). Raises :class:`~.operations.Conflict` for a reconfigure of a cluster
+        that does not run.
+        """
+        operations.check_request(kind, restart_kernels)
+        if self.op_running():
+            if kernel_id:
+                self._op_kernels.add(kernel_id)
+            return True
+        cluster_state = self.info.state if self.info else None
+        if not operations.admit(kind, self.state, cluster_state, self.cluster_id):
+            return False
+        self.start_operation(kind, kernel_id, restart_kernels)
+        return True
+
+    def start_operation(
+        self, kind: str, kernel_id: str | None = None, restart_kernels: str = "never"
+    ) -> bool:
         """Begin ``start`` or ``reconfigure``; False when one already runs (nothing new starts)."""
+        operations.check_request(kind, restart_kernels)
         if kernel_id:
             self._op_kernels.add(kernel_id)
-        if self._op_running():
+        if self.op_running():
             return False
-        if kind not in ("start", "reconfigure"):
-            raise ValueError(kind)
         self._op_error = None
         first = "starting" if kind == "start" else "configuring"
         self.operation = {
@@ -519,6 +416,7 @@ class ClusterConnection:
             "step_count": len(STEPS),
             "detail": None,
             "started_at": utcnow(),
+            "restart_kernels": restart_kernels,
             "message": "Cluster start requested."
             if kind == "start"
             else "Reconfiguring the driver.",
@@ -527,21 +425,9 @@ class ClusterConnection:
         self.touch()
         self._publish()
         self._op_task = asyncio.create_task(
-            self._operate(kind), name=f"dbjl-{kind}-{self.cluster_id}"
+            self._operate(kind, restart_kernels), name=f"dbjl-{kind}-{self.cluster_id}"
         )
         return True
-
-    def _step(self, step: str, message: str) -> None:
-        assert self.operation is not None
-        self.operation.update(
-            step=step, step_index=STEPS.index(step) + 1, detail=None, message=message
-        )
-        self._publish()
-
-    def _detail(self, line: str) -> None:
-        if self.operation is not None:
-            self.operation["detail"] = line[:500]
-            self._publish()
 
     async def _read(self, workspace: Any) -> ClusterInfo:
         info = await workspace.get_cluster(self.cluster_id)
@@ -550,9 +436,11 @@ class ClusterConnection:
         self._publish()
         return info
 
-    async def _operate(self, kind: str) -> None:
+    async def _operate(self, kind: str, restart_kernels: str) -> None:
         try:
-            await asyncio.wait_for(self._operation_steps(kind), self.settings.operation_timeout)
+            await asyncio.wait_for(
+                self._operation_steps(kind, restart_kernels), self.settings.operation_timeout
+            )
         except asyncio.CancelledError:
             self.operation = None
             self._publish()
@@ -575,122 +463,43 @@ class ClusterConnection:
             self._wake.set()
 
     def _clear_done(self) -> None:
-        if (
-            not self._op_running()
-            and self.operation is not None
-            and self.operation["step"] == "done"
-        ):
+        if not self.op_running() and self.operation is not None and self.operation["step"] == "done":
             self.operation = None
             self._publish()
 
-    async def _operation_steps(self, kind: str) -> None:
-        cid = self.cluster_id
-        workspace = await self.registry.workspace(self.profile)
-        identity = await asyncio.to_thread(
-            ssh.cluster_identity_file, cid, self.profile, self.settings.driver
-        )
-        public_key = await asyncio.to_thread(public_key_for, identity)
-        info = await self._read(workspace)
-        if kind == "start":
-            info = await self._bring_up(workspace, info, public_key)
-        elif info.state not in RUNNING:
-            raise OperationFailed(f"Cluster {cid} is not running ({info.state}); start it instead.")
+    def _kernel_infos(self) -> list[operations.KernelInfo]:
+        return [
+            operations.KernelInfo(r.kernel_id, r.state)
+            for r in self.registry.board.for_cluster(self.profile, self.cluster_id)
+        ]
 
-        self._step("configuring", f"Preparing SSH to the driver of cluster {cid}.")
-        if public_key is None:
-            raise OperationFailed(
-                f"There is no SSH public key at {identity}.pub for profile {self.profile}; "
-                "create the key pair with the databrickslabs-jupyterlab command line first."
-            )
-        if not key_installed(public_key, info.ssh_public_keys):
-            self._detail(
-                "Adding the SSH key to the cluster (Databricks restarts a running cluster)."
-            )
-            await workspace.set_ssh_public_keys(cid, [*info.ssh_public_keys, public_key])
-            await asyncio.sleep(self.settings.refresh_interval)
-            info = await self._wait_running(workspace, await self._read(workspace))
-        self._detail("Logging in to the driver over SSH.")
-        access = self.registry.driver_access
-        conn = await access.connect(self.profile, info, self.settings.ssh_ready_timeout)
+    async def _operation_steps(self, kind: str, restart_kernels: str) -> None:
+        workspace = await self.registry.workspace(self.profile)
+        lifecycle = operations.Lifecycle(
+            self.profile,
+            self.cluster_id,
+            workspace,
+            self.settings.driver,
+            _StatusProgress(self),
+            access=self.registry.driver_access,
+            read=lambda: self._read(workspace),
+            poll_interval=self.settings.refresh_interval,
+            ready_timeout=self.settings.ssh_ready_timeout,
+            kernels=self._kernel_infos,
+            restart=self.registry.restart_kernels,
+        )
+        # The set itself: a kernel named by a second request during the operation comes along.
+        await lifecycle.run(kind, restart_kernels=restart_kernels, named_kernels=self._op_kernels)
+
+    def _logged_in(self, info: ClusterInfo) -> None:
         key = (info.driver_start, info.public_dns)
         self.ssh = {"reachable": True, "checked_at": utcnow(), "error": None}
         self._probe_for = key
-        try:
-            self._step("installing", f"Checking the libraries on the driver of cluster {cid}.")
-            installed = await access.prepare(conn, self._detail)
-            if installed:
-                self.note(f"Installed on the driver: {', '.join(installed)}.")
-        finally:
-            await access.close(conn)
-        self._missing = []
-        self._libraries_ok_for = key
 
-        self._step("restarting-kernels", "Restarting the notebook kernels of this cluster.")
-        kernel_ids = sorted(
-            {
-                r.kernel_id
-                for r in self.registry.board.for_cluster(self.profile, cid)
-                if r.state != "dead"
-            }
-            | self._op_kernels
-        )
-        if kernel_ids and self.registry.restart_kernels is not None:
-            self._detail(f"Restarting {len(kernel_ids)} kernel(s).")
-            await self.registry.restart_kernels(self.profile, cid, kernel_ids)
-        self._step("done", f"Connected to the driver of cluster {cid} ({info.public_dns}).")
-
-    async def _bring_up(
-        self, workspace: Any, info: ClusterInfo, public_key: str | None
-    ) -> ClusterInfo:
-        """Start (or wait for) the cluster until Databricks says RUNNING."""
-        cid = self.cluster_id
-        requested = False
-        while True:
-            state = info.state
-            if state in RUNNING:
-                return info
-            if state == "TERMINATED":
-                if requested:
-                    raise OperationFailed(
-                        f"Cluster {cid} terminated while starting"
-                        + (f": {info.state_message}" if info.state_message else ".")
-                    )
-                if public_key and not key_installed(public_key, info.ssh_public_keys):
-                    self._detail("Adding the SSH key to the cluster.")
-                    await workspace.set_ssh_public_keys(cid, [*info.ssh_public_keys, public_key])
-                self._detail("Asking Databricks to start the cluster.")
-                try:
-                    await workspace.start_cluster(cid)
-                except WorkspaceError as err:
-                    if err.code != "invalid_state":
-                        raise
-                requested = True
-                self.events.append(
-                    {"at": utcnow(), "state": "starting", "message": "Cluster start requested."}
-                )
-                self._view = {}
-                self._publish()
-            elif state == "TERMINATING":
-                self._detail("Waiting for the cluster to finish terminating before starting it.")
-            elif state in COMING_UP:
-                self._detail(f"Waiting for the cluster to be running ({state}).")
-            else:
-                raise OperationFailed(
-                    f"Cluster {cid} cannot be started from state {state}"
-                    + (f": {info.state_message}" if info.state_message else ".")
-                )
-            await asyncio.sleep(self.settings.refresh_interval)
-            info = await self._read(workspace)
-
-    async def _wait_running(self, workspace: Any, info: ClusterInfo) -> ClusterInfo:
-        while info.state not in RUNNING:
-            if info.state not in COMING_UP:
-                raise OperationFailed(
-                    f"Cluster {self.cluster_id} stopped ({info.state}) while applying the SSH key."
-                )
-            await asyncio.sleep(self.settings.refresh_interval)
-            info = await self._read(workspace)
-        return info
+    def _prepared(self) -> None:
+        if self.info is not None:
+            self._missing = []
+            self._libraries_ok_for = (self.info.driver_start, self.info.public_dns)
 
     # ------------------------------------------------------------------ closing
     async def close(self) -> None:
@@ -708,6 +517,47 @@ class ClusterConnection:
                 log.warning("Cluster %s: %s did not stop", self.cluster_id, task.get_name())
             elif not task.cancelled():
                 task.exception()  # retrieved: a failure while closing is of no interest
+
+
+class _StatusProgress(operations.Progress):
+    """A lifecycle's progress, shown in the cluster's status."""
+
+    def __init__(self, conn: ClusterConnection) -> None:
+        self.conn = conn
+
+    def step(self, step: str, message: str) -> None:
+        conn = self.conn
+        if conn.operation is None:
+            return
+        if step == "installing" and conn.info is not None:
+            conn._logged_in(conn.info)  # the lifecycle logs in before it checks the libraries
+        elif step == "restarting-kernels":
+            conn._prepared()
+        conn.operation.update(
+            step=step, step_index=STEPS.index(step) + 1, detail=None, message=message
+        )
+        conn._publish()
+
+    def detail(self, line: str) -> None:
+        if self.conn.operation is not None:
+            self.conn.operation["detail"] = line[:500]
+            self.conn._publish()
+
+    def note(self, message: str) -> None:
+        self.conn.note(message)
+
+    def started(self) -> None:
+        conn = self.conn
+        conn.events.append(
+            {"at": utcnow(), "state": "starting", "message": "Cluster start requested."}
+        )
+        conn._view = {}
+        conn._publish()
+
+    def restarting(self, kernel_ids: list[str]) -> None:
+        if self.conn.operation is not None:
+            self.conn.operation["kernels"] = list(kernel_ids)
+            self.conn._publish()
 
 
 class ClusterRegistry:
@@ -775,12 +625,12 @@ class ClusterRegistry:
     async def workspace(self, profile: str) -> Any:
         if self._workspace_factory is not None:
             return await self._workspace_factory(profile)
-        s = self.settings
+        d = self.settings.driver
         return await Workspace.for_profile(
             profile,
-            config_file=s.config_file,
-            retry_timeout=s.retry_timeout,
-            http_timeout=s.http_timeout,
+            config_file=d.databricks_config_file,
+            retry_timeout=d.workspace_retry_timeout,
+            http_timeout=d.workspace_http_timeout,
         )
 
     async def profiles(self) -> list[ProfileInfo]:
@@ -791,7 +641,7 @@ class ClusterRegistry:
             and now - self._profiles[0] < self.settings.profile_cache_seconds
         ):
             return self._profiles[1]
-        profiles = await asyncio.to_thread(list_profiles, self.settings.config_file)
+        profiles = await asyncio.to_thread(list_profiles, self.settings.driver.databricks_config_file)
         self._profiles = (time.monotonic(), profiles)
         return profiles
 

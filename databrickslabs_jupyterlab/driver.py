@@ -1,4 +1,4 @@
-"""The driver's Python: which required libraries it has, and installing the missing ones.
+"""The driver: logging in to it, its Python, the required libraries, installing the missing ones.
 
 Requirements are PEP 508 strings, validated here before anything reaches the driver, and
 versions are compared locally with ``packaging``: the driver only reports what is installed, so
@@ -8,12 +8,17 @@ missing, so preparing a prepared driver changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
+import os
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncssh
 from packaging.markers import default_environment
@@ -21,13 +26,17 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from . import ssh
 from .settings import DriverSettings
 from .ssh import SshError, run, stream
+from .workspace import ClusterInfo
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DriverAccess",
     "DriverError",
+    "DriverLink",
     "LibraryCheck",
     "check_libraries",
     "install_libraries",
@@ -339,3 +348,174 @@ async def remote_python_version(
             f"(exit status {result.exit_status})."
         )
     return version
+
+
+# ------------------------------------------------------------------ access to a driver
+
+@dataclass
+class Probe:
+    reachable: bool
+    error: str | None = None
+    #: Requirements the driver lacks; None when they were not checked.
+    missing: list[str] | None = None
+
+
+@dataclass
+class DriverLink:
+    """A logged-in SSH connection to a driver and the user it logged in as."""
+
+    conn: Any
+    user: str
+
+    async def close(self) -> None:
+        await _close(self.conn)
+
+
+class DriverAccess:
+    """The SSH side of the service (reachability, driver preparation).
+
+    Kept apart so that unit tests of the state machine can replace it.
+    """
+
+    def __init__(self, settings: DriverSettings, ssh_check_timeout: float) -> None:
+        self.settings = settings
+        self.check_settings = settings.with_overrides(connect_timeout=ssh_check_timeout)
+        self._host_keys: Any = None
+
+    def host_keys(self) -> Any:
+        if self._host_keys is None:
+            self._host_keys = ssh.HostKeyStore(self.settings.state_path)
+        return self._host_keys
+
+    async def _target(self, profile: str, info: ClusterInfo) -> Any:
+        return await asyncio.to_thread(
+            ssh.resolve_target, info.cluster_id, info.public_dns, profile, self.settings
+        )
+
+    async def probe(self, profile: str, info: ClusterInfo, *, libraries: bool) -> Probe:
+        """A real SSH handshake and login (and, when asked, a look at the driver libraries)."""
+        try:
+            target = await self._target(profile, info)
+            if not libraries:
+                error = await ssh.check_reachable(
+                    target,
+                    self.check_settings,
+                    host_keys=self.host_keys(),
+                    driver_start=info.driver_start,
+                )
+                return Probe(error is None, error)
+            conn = await ssh.connect(
+                target,
+                self.check_settings,
+                host_keys=self.host_keys(),
+                driver_start=info.driver_start,
+            )
+        except ssh.SshError as err:
+            return Probe(False, str(err))
+        try:
+            check = await check_libraries(conn, self.settings, target.user)
+            return Probe(True, None, list(check.missing))
+        except Exception as err:  # noqa: BLE001 - reachable, but the check itself failed
+            log.warning("Could not check the driver libraries of %s: %s", info.cluster_id, err)
+            return Probe(True, None, None)
+        finally:
+            await _close(conn)
+
+    async def connect(self, profile: str, info: ClusterInfo, ready_timeout: float) -> DriverLink:
+        """Log in to the driver, retrying while its SSH server comes up after a start."""
+        target = await self._target(profile, info)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                conn = await ssh.connect(
+                    target,
+                    self.settings,
+                    host_keys=self.host_keys(),
+                    driver_start=info.driver_start,
+                )
+                return DriverLink(conn, target.user)
+            except (ssh.SshAuthFailed, ssh.HostKeyChanged):
+                raise
+            except ssh.SshError:
+                if time.monotonic() + 1 > deadline:
+                    raise
+                await asyncio.sleep(1.0)
+
+    async def prepare(
+        self,
+        link: DriverLink,
+        info: ClusterInfo,
+        on_progress: Callable[[str], None],
+        *,
+        force: bool = False,
+    ) -> list[str]:
+        """Install what the driver lacks, once per driver start: a driver this state folder saw
+        prepared (same driver start, same requirements) costs no check at all unless ``force``
+        (a reconfigure always looks)."""
+        memo = PreparedDrivers(self.settings)
+        if not force and await asyncio.to_thread(memo.seen, info):
+            return []
+        installed = await prepare_driver(link.conn, self.settings, link.user, on_progress)
+        await asyncio.to_thread(memo.remember, info)
+        return installed
+
+    async def close(self, link: DriverLink) -> None:
+        await _close(link.conn)
+
+
+async def _close(conn: Any) -> None:
+    try:
+        conn.close()
+        wait = getattr(conn, "wait_closed", None)
+        if wait is not None:
+            await asyncio.wait_for(wait(), 5)
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+
+
+class PreparedDrivers:
+    """Which driver starts were seen with every required library, kept in the state folder so
+    that the server, kernels started by any kernel manager and the CLI share it."""
+
+    def __init__(self, settings: DriverSettings) -> None:
+        self.path = settings.state_path / "prepared.json"
+        wanted = "\n".join(sorted(settings.driver_requirements)) + "\n" + settings.driver_python
+        self.stamp = hashlib.sha256(wanted.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def _key(info: ClusterInfo) -> str | None:
+        if info.driver_start is None:
+            return None  # nothing tells one driver start from the next
+        return f"{info.cluster_id}@{info.driver_start}"
+
+    def _load(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def seen(self, info: ClusterInfo) -> bool:
+        key = self._key(info)
+        return key is not None and self._load().get(key) == self.stamp
+
+    def remember(self, info: ClusterInfo) -> None:
+        key = self._key(info)
+        if key is None:
+            return
+        data = self._load()
+        # One entry per cluster: an older driver start of the same cluster is gone for good.
+        prefix = f"{info.cluster_id}@"
+        data = {k: v for k, v in data.items() if not k.startswith(prefix)}
+        data[key] = self.stamp
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+    def forget(self, info: ClusterInfo) -> None:
+        data = self._load()
+        key = self._key(info)
+        if key in data:
+            del data[key]
+            self.path.write_text(json.dumps(data, indent=1, sort_keys=True))

@@ -14,16 +14,14 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_path_join
 
-from . import kernelstate
-from .clusters import RUNNING, ClusterRegistry
+from . import kernelstate, vocabulary
+from .clusters import ClusterRegistry
+from .operations import Conflict
 from .settings import DriverSettings
 from .workspace import WorkspaceError, key_installed, public_key_for
 
 AUTH_RESOURCE = "databrickslabs-jupyterlab"
 API_PREFIX = "databrickslabs-jupyterlab/api/v1"
-CLUSTER_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,99}$")
-PROFILE = re.compile(r"^[^\x00-\x1f\x7f/\\\[\]]{1,100}$")
-KERNEL_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,99}$")
 MAX_WAIT = 60.0
 
 
@@ -79,7 +77,7 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
 
     # ------------------------------------------------------------- validation
     async def check_profile(self, profile: str | None) -> str:
-        if not profile or not PROFILE.match(profile):
+        if not vocabulary.is_profile(profile):
             raise ApiError(400, "invalid_profile", "The profile name is missing or malformed.")
         if not await self.registry.profile_exists(profile):
             raise ApiError(
@@ -90,7 +88,7 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
         return profile
 
     def check_cluster_id(self, cluster_id: str) -> str:
-        if not CLUSTER_ID.match(cluster_id):
+        if not vocabulary.is_cluster_id(cluster_id):
             raise ApiError(
                 400,
                 "invalid_cluster_id",
@@ -192,42 +190,46 @@ class OperationHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
     async def post(self, profile: str, cluster_id: str) -> None:
-        kernel_id = self._body_kernel_id()
+        kernel_id, restart_kernels = self._body()
         conn = await self.connection(profile, cluster_id)
         if kernel_id is not None and kernel_id not in self.kernel_manager:
             raise ApiError(404, "no_such_kernel", f"There is no kernel {kernel_id}.")
-        if self.kind == "reconfigure" and not conn._op_running():
-            cluster_state = conn.info.state if conn.info else None
-            if cluster_state not in RUNNING:
-                raise ApiError(
-                    409,
-                    "cluster_not_running",
-                    f"Cluster {cluster_id} is not running ({cluster_state or 'state unknown'}); "
-                    "start it instead.",
-                )
-        conn.start_operation(self.kind, kernel_id)
-        self.write_json(conn.snapshot_json(), status=202)
+        try:
+            running = conn.request(self.kind, kernel_id, restart_kernels)
+        except Conflict as err:
+            raise ApiError(409, err.code, err.message) from None
+        # 202: an operation runs (new or already running); 200: nothing to do (connected).
+        self.write_json(conn.snapshot_json(), status=202 if running else 200)
 
-    def _body_kernel_id(self) -> str | None:
+    def _body(self) -> tuple[str | None, str]:
+        """``kernel_id`` and ``restart_kernels`` of the optional JSON body."""
         raw = self.request.body
         if not raw or not raw.strip():
-            return None
+            return None, "never"
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "invalid_body", "The request body is not JSON.") from None
         if body is None:
-            return None
-        if not isinstance(body, dict) or set(body) - {"kernel_id"}:
+            return None, "never"
+        if not isinstance(body, dict) or set(body) - {"kernel_id", "restart_kernels"}:
             raise ApiError(
-                400, "invalid_body", 'The body must be a JSON object like {"kernel_id": "..."}.'
+                400,
+                "invalid_body",
+                'The body must be a JSON object like {"kernel_id": "...", '
+                '"restart_kernels": "never"}.',
             )
         kernel_id = body.get("kernel_id")
-        if kernel_id is None:
-            return None
-        if not isinstance(kernel_id, str) or not KERNEL_ID.match(kernel_id):
+        if kernel_id is not None and not vocabulary.is_kernel_id(kernel_id):
             raise ApiError(400, "invalid_body", "kernel_id must be a kernel id string.")
-        return kernel_id
+        choice = body.get("restart_kernels", "never")
+        if choice not in vocabulary.RESTART_CHOICES:
+            raise ApiError(
+                400,
+                "invalid_body",
+                f"restart_kernels must be one of {', '.join(vocabulary.RESTART_CHOICES)}.",
+            )
+        return kernel_id, choice
 
 
 class StartHandler(OperationHandler):
@@ -243,7 +245,7 @@ class KernelHandler(BaseHandler):
     @authorized
     async def get(self, kernel_id: str) -> None:
         manager = self.kernel_manager
-        if not KERNEL_ID.match(kernel_id) or kernel_id not in manager:
+        if not vocabulary.is_kernel_id(kernel_id) or kernel_id not in manager:
             raise ApiError(404, "no_such_kernel", f"There is no kernel {kernel_id}.")
         kernel = manager.get_kernel(kernel_id)
         databricks = await asyncio.to_thread(_databricks_metadata, kernel)

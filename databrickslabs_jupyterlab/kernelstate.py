@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-KERNEL_STATES = ("starting", "running", "running-spark", "disconnected", "dead")
+from .vocabulary import KERNEL_STATES  # re-exported for older imports
 
 
 @dataclass

@@ -11,8 +11,7 @@ import json
 from typing import Any
 
 from . import __version__
-from .clusters import STATES, STEPS
-from .kernelstate import KERNEL_STATES
+from .vocabulary import CLUSTER_ID, KERNEL_STATES, RESTART_CHOICES, STATES, STEPS
 
 _NULLABLE_STR = {"type": "string", "nullable": True}
 _TIME = {"type": "string", "format": "date-time"}
@@ -52,7 +51,7 @@ _CLUSTER_PARAM = {
     "name": "cluster_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[0-9A-Za-z][0-9A-Za-z-]{0,99}$"},
+    "schema": {"type": "string", "pattern": f"^{CLUSTER_ID.pattern}$"},
 }
 
 
@@ -87,6 +86,18 @@ def build_openapi() -> dict[str, Any]:
                 "step_count": {"type": "integer", "enum": [len(STEPS)]},
                 "detail": {**_NULLABLE_STR, "description": "Latest progress line."},
                 "started_at": _TIME,
+                "restart_kernels": {
+                    "type": "string",
+                    "enum": list(RESTART_CHOICES),
+                    "description": "The request's choice for the cluster's running kernels "
+                    "(extension of v1).",
+                },
+                "kernels": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Ids of the kernels the restarting-kernels step restarts "
+                    "(extension of v1; present from that step on).",
+                },
             },
         },
         "Event": {
@@ -206,7 +217,21 @@ def build_openapi() -> dict[str, Any]:
         "StartBody": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"kernel_id": {"type": "string"}},
+            "properties": {
+                "kernel_id": {
+                    "type": "string",
+                    "description": "A kernel to restart at the end (it lost its driver).",
+                },
+                "restart_kernels": {
+                    "type": "string",
+                    "enum": list(RESTART_CHOICES),
+                    "default": "never",
+                    "description": "What happens to the cluster's running kernels (extension "
+                    "of v1): never (default; only disconnected kernels and kernel_id restart), "
+                    "if-installed (they restart when a library was installed on the driver), "
+                    "always.",
+                },
+            },
         },
     }
     cluster_params = [_PROFILE_PARAM, _CLUSTER_PARAM]
@@ -215,11 +240,11 @@ def build_openapi() -> dict[str, Any]:
     )
     unknown = _error("Unknown profile, cluster or kernel", ["no_such_profile", "no_such_cluster"])
 
-    def operation(kind: str, extra: dict[str, Any]) -> dict[str, Any]:
+    def operation(kind: str, extra: dict[str, Any], summary: str) -> dict[str, Any]:
         return {
             "post": {
                 "operationId": kind + "Cluster",
-                "summary": f"Begin a {kind} operation (single-flight)",
+                "summary": summary,
                 "parameters": cluster_params,
                 "requestBody": {
                     "required": False,
@@ -296,10 +321,23 @@ def build_openapi() -> dict[str, Any]:
                 },
             }
         },
-        "/clusters/{profile}/{cluster_id}/start": operation("start", {}),
+        "/clusters/{profile}/{cluster_id}/start": operation(
+            "start",
+            {
+                "200": _ok(
+                    "The cluster is already connected: nothing was started and no kernel "
+                    "restarts (the current status)",
+                    "ClusterStatus",
+                )
+            },
+            "Start the cluster and prepare SSH and the driver (single-flight); a no-op on a "
+            "connected cluster",
+        ),
         "/clusters/{profile}/{cluster_id}/reconfigure": operation(
             "reconfigure",
             {"409": _error("The cluster is not running", ["cluster_not_running"])},
+            "Check SSH and the driver libraries again, installing what is missing "
+            "(single-flight); running kernels restart only as restart_kernels says",
         ),
         "/kernels/{kernel_id}": {
             "get": {

@@ -1,8 +1,8 @@
 """Driver and SSH defaults shared by the server extension, the kernel provisioner and the CLI.
 
-The defaults are those of a real Databricks driver. Each can be overridden by an environment
-variable (read by every process: server, provisioner, CLI), by the server extension's traitlets,
-and, for the SSH endpoint, by a ``Host <cluster_id>`` entry in ``~/.ssh/config``.
+The defaults are those of a real Databricks driver. :mod:`.config` fills a :class:`DriverSettings`
+with one precedence for every process (kernelspec metadata > environment > Jupyter config >
+defaults); a ``Host <cluster_id>`` entry in ``~/.ssh/config`` then wins for the SSH endpoint.
 """
 
 from __future__ import annotations
@@ -30,9 +30,37 @@ ENV_VARS = {
     "DBJL_KEEPALIVE_COUNT_MAX": "keepalive_count_max",
     "DBJL_PIP_ARGS": "pip_args",
     "DBJL_DRIVER_REQUIREMENTS": "driver_requirements",
+    "DATABRICKS_CONFIG_FILE": "databricks_config_file",
+    "DBJL_WORKSPACE_RETRY_TIMEOUT": "workspace_retry_timeout",
+    "DBJL_WORKSPACE_HTTP_TIMEOUT": "workspace_http_timeout",
 }
 
 SUDO_MODES = ("auto", "always", "never")
+
+
+def env_values(environ: dict[str, str] | None = None) -> dict[str, object]:
+    """The settings the environment sets, parsed with each field's type; a bad value is a
+    ``ValueError`` naming the variable."""
+    env = os.environ if environ is None else environ
+    types = {f.name: f.type for f in fields(DriverSettings)}
+    values: dict[str, object] = {}
+    for var, name in ENV_VARS.items():
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        kind = str(types[name])
+        try:
+            if kind == "int":
+                values[name] = int(raw)
+            elif kind == "float":
+                values[name] = float(raw)
+            elif kind.startswith("tuple"):
+                values[name] = tuple(raw.split())
+            else:
+                values[name] = raw
+        except ValueError:
+            raise ValueError(f"{var}={raw!r} is not a valid {kind}") from None
+    return values
 
 
 @dataclass(frozen=True)
@@ -56,6 +84,12 @@ class DriverSettings:
     #: Extra arguments for the driver's ``pip install`` (for example an index URL).
     pip_args: tuple[str, ...] = ()
     driver_requirements: tuple[str, ...] = field(default=DEFAULT_DRIVER_REQUIREMENTS)
+    #: The Databricks config file; ``None`` means ``$DATABRICKS_CONFIG_FILE`` or ``~/.databrickscfg``.
+    databricks_config_file: str | None = None
+    #: Seconds databricks-sdk keeps retrying a failing call (429, 503, connection errors).
+    workspace_retry_timeout: int = 20
+    #: Seconds databricks-sdk waits for one HTTP answer.
+    workspace_http_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.sudo not in SUDO_MODES:
@@ -68,22 +102,7 @@ class DriverSettings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> DriverSettings:
         """Defaults, then ``DBJL_*`` environment variables, then explicit overrides."""
-        env = os.environ if environ is None else environ
-        types = {f.name: f.type for f in fields(cls)}
-        values: dict[str, object] = {}
-        for var, name in ENV_VARS.items():
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            kind = types[name]
-            if kind == "int":
-                values[name] = int(raw)
-            elif kind == "float":
-                values[name] = float(raw)
-            elif kind.startswith("tuple"):
-                values[name] = tuple(raw.split())
-            else:
-                values[name] = raw
+        values = env_values(environ)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

@@ -247,3 +247,64 @@ async def test_dropped_link_to_a_refusing_driver_waits_for_a_reconfigure(
     assert await _run(km, "print(1 + 1)") == "2\n"
     assert not _problems(caplog, mark)
     assert_no_secret(sim_profile, client, caplog)
+
+
+async def test_start_and_reconfigure_of_a_connected_cluster_keep_the_kernel(
+    client, sim_profile, jp_fetch, jp_serverapp, jp_data_dir, caplog
+):
+    """A start of a connected cluster does nothing; a reconfigure that installs nothing leaves
+    the running kernels alone, whatever it was told, unless told ``always``."""
+    cid = sim_profile.cluster_id
+    kernel_id, km = await _live_kernel(client, sim_profile, jp_fetch, jp_serverapp, jp_data_dir)
+    await _run(km, "kept = 41")
+    pid = km.provisioner.pid
+    before = await client.status(sim_profile)
+
+    code, body = await client.call("POST", "clusters", "demo", cid, "start")
+    # the answer is the status as it was: at most the finished start lingers as "done"
+    assert code == 200 and body["state"] == "connected"
+    assert body["operation"] == before["operation"]
+    check("ClusterStatus", body)
+
+    for choice in ("never", "if-installed"):
+        code, body = await client.call(
+            "POST",
+            "clusters",
+            "demo",
+            cid,
+            "reconfigure",
+            body=json.dumps({"restart_kernels": choice}),
+        )
+        assert code == 202 and body["operation"]["restart_kernels"] == choice
+        seen = await _until_operation_ends(client, sim_profile)
+        assert seen[-1]["state"] == "connected", seen[-1]["message"]
+        assert all("kernels" not in (s["operation"] or {}) for s in seen)
+    assert km.provisioner.pid == pid
+    assert await _run(km, "print(kept + 1)") == "42\n"
+    assert (await client.status(sim_profile))["version"] > before["version"]
+
+    code, body = await client.call(
+        "POST", "clusters", "demo", cid, "reconfigure", body='{"restart_kernels": "sometimes"}'
+    )
+    assert (code, body["error"]) == (400, "invalid_body")
+
+    code, body = await client.call(
+        "POST", "clusters", "demo", cid, "reconfigure", body='{"restart_kernels": "always"}'
+    )
+    assert code == 202
+    seen = await _until_operation_ends(client, sim_profile)
+    assert any((s["operation"] or {}).get("kernels") == [kernel_id] for s in seen)
+    await _until_kernel(client, kernel_id, {"running"}, 30)
+    assert km.provisioner.pid != pid
+    assert await _run(km, "print('kept' in dir())") == "False\n"
+    assert_no_secret(sim_profile, client, caplog)
+
+
+async def _until_operation_ends(client: Client, sim_profile: Any) -> list[dict[str, Any]]:
+    """Long-poll until no operation runs (or only its final ``done`` lingers)."""
+    seen = [await client.status(sim_profile)]
+    deadline = time.monotonic() + 60
+    while seen[-1]["operation"] is not None and seen[-1]["operation"]["step"] != "done":
+        assert time.monotonic() < deadline, seen[-1]
+        seen.append(await client.status(sim_profile, wait=5, since=seen[-1]["version"]))
+    return seen

@@ -12,13 +12,9 @@ from typing import Any
 import pytest
 
 from databrickslabs_jupyterlab import kernelstate
-from databrickslabs_jupyterlab.clusters import (
-    STATES,
-    ClusterRegistry,
-    DriverLink,
-    Probe,
-    ServiceSettings,
-)
+from databrickslabs_jupyterlab.operations import Conflict
+from databrickslabs_jupyterlab.clusters import STATES, ClusterRegistry, ServiceSettings
+from databrickslabs_jupyterlab.driver import DriverLink, Probe
 from databrickslabs_jupyterlab.settings import DriverSettings
 from databrickslabs_jupyterlab.workspace import (
     ClusterInfo,
@@ -106,18 +102,22 @@ class FakeDriver:
             raise SshUnreachable("The driver refused the SSH connection.")
         return DriverLink(object(), "ubuntu")
 
-    async def prepare(self, link: DriverLink, on_progress: Callable[[str], None]) -> list[str]:
+    async def prepare(
+        self,
+        link: DriverLink,
+        info: ClusterInfo,
+        on_progress: Callable[[str], None],
+        *,
+        force: bool = False,
+    ) -> list[str]:
         if self.gate is not None:
             await self.gate.wait()
         on_progress("pip: Installing ipykernel")
         if self.prepare_error is not None:
             raise self.prepare_error
         self.prepared += 1
-        self.missing = []
-        return []
-
-    async def close(self, link: DriverLink) -> None:
-        pass
+        installed, self.missing = list(self.missing), []
+        return installed
 
 
 def make(
@@ -167,7 +167,9 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 def test_start_from_terminated_walks_every_step(tmp_path):
     async def main() -> None:
         registry, workspace, _, restarted = make(tmp_path)
-        registry.board.set("k1", "demo", "c1", "running")
+        # k1 lost its driver with the cluster; k3 claims to run: a start leaves it alone
+        registry.board.set("k1", "demo", "c1", "disconnected")
+        registry.board.set("k3", "demo", "c1", "running")
         conn = await registry.connection("demo", "c1")
         assert conn.state == "terminated"
         seen_states: list[str] = []
@@ -438,6 +440,75 @@ def test_alternating_messages_of_one_state_are_recorded_once(tmp_path):
         messages = [e["message"] for e in conn.snapshot()["events"] if e["state"] == "unreachable"]
         assert len(messages) == 2 and messages[0] != messages[1]
         assert {m.rsplit(": ", 1)[1] for m in messages} == {"Connection reset.", "Connection lost."}
+        await registry.stop()
+
+    asyncio.run(main())
+
+
+def test_start_of_a_connected_cluster_is_a_no_op(tmp_path):
+    async def main() -> None:
+        registry, workspace, fake_driver, restarted = make(tmp_path, state="RUNNING")
+        registry.board.set("k1", "demo", "c1", "running")
+        conn = await registry.connection("demo", "c1")
+        assert conn.state == "connected"
+        version = conn.version
+        assert conn.request("start", "k1") is False
+        assert conn.operation is None and not conn.op_running()
+        assert conn.version == version
+        assert fake_driver.prepared == 0 and restarted == [] and workspace.starts == 0
+        await registry.stop()
+
+    asyncio.run(main())
+
+
+def test_reconfigure_of_a_cluster_that_does_not_run_is_a_conflict(tmp_path):
+    async def main() -> None:
+        registry, _, _, _ = make(tmp_path, state="TERMINATED")
+        conn = await registry.connection("demo", "c1")
+        with pytest.raises(Conflict) as info:
+            conn.request("reconfigure")
+        assert info.value.code == "cluster_not_running"
+        assert conn.operation is None
+        with pytest.raises(ValueError):
+            conn.request("reconfigure", restart_kernels="sometimes")
+        await registry.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("choice", "missing", "expected"),
+    [
+        ("never", ["ipykernel>=6.0"], ["k2"]),
+        ("if-installed", [], ["k2"]),
+        ("if-installed", ["ipykernel>=6.0"], ["k1", "k2"]),
+        ("always", [], ["k1", "k2"]),
+    ],
+)
+def test_reconfigure_restarts_running_kernels_only_as_chosen(tmp_path, choice, missing, expected):
+    async def main() -> None:
+        registry, _, fake_driver, restarted = make(tmp_path, state="RUNNING")
+        registry.board.set("k1", "demo", "c1", "running")
+        registry.board.set("k2", "demo", "c1", "disconnected")  # nothing left to lose
+        registry.board.set("k3", "demo", "c1", "dead")
+        conn = await registry.connection("demo", "c1")
+        fake_driver.missing = list(missing)
+        kernels_seen: list[list[str]] = []
+        publish = conn._publish
+
+        def record() -> None:
+            publish()
+            operation = conn.snapshot()["operation"]
+            if operation and "kernels" in operation:
+                kernels_seen.append(operation["kernels"])
+
+        conn._publish = record
+        assert conn.request("reconfigure", restart_kernels=choice) is True
+        assert conn.snapshot()["operation"]["restart_kernels"] == choice
+        await until(lambda: not conn.op_running())
+        assert conn.state == "connected", conn.message
+        assert restarted == [("demo", "c1", expected)]
+        assert kernels_seen and kernels_seen[-1] == expected
         await registry.stop()
 
     asyncio.run(main())
