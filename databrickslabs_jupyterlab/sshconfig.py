@@ -1,16 +1,36 @@
-"""Round-trip editor for the ``Host <cluster_id>`` blocks of an OpenSSH client config.
+"""The user's OpenSSH client config: read the way ``ssh`` reads it, edited without losing a byte.
 
-The user's ``~/.ssh/config`` is theirs: comments, blank lines, ``Include`` and ``Match`` lines,
-indentation and the order of entries must survive an edit. So the file is kept as a list of
-lines and only the lines of one block are touched. Before any change the old file is copied to
-``<state_dir>/ssh_config_backup/`` (the newest few copies are kept), and the new text replaces
-the old one atomically with mode 0600.
+Reading and editing share one parser and one ``Host`` matching rule, so the block the CLI writes
+for a cluster is the block the connection later uses. The rules are OpenSSH's (``ssh_config(5)``,
+checked against ``ssh -G`` in the tests):
+
+* a ``Host`` line applies when one of its non-negated patterns matches the name and none of its
+  ``!negated`` ones does; patterns use ``*`` and ``?`` and are case-sensitive;
+* for each option the first value obtained wins (``ProxyCommand`` and ``ProxyJump`` exclude each
+  other: whichever comes first);
+* ``Include`` is followed where it stands (inside a non-matching block it adds nothing), relative
+  paths are taken from ``~/.ssh``, globs are read in sorted order, nesting stops at 16 levels;
+* ``Match`` blocks are skipped: they depend on things we cannot or must not evaluate (``exec``
+  runs commands, ``canonical``/``final`` need a second pass), so their options never apply.
+
+One deliberate departure, the ``catch_all`` switch: options that apply to every host (lines
+before the first ``Host``, ``Host *``) are by default not used for a cluster. Such entries are
+written for the user's own machines (``User me``, ``IdentityFile ~/.ssh/id_rsa``) and must not
+replace the driver's defaults; ``catch_all=True`` gives plain OpenSSH.
+
+The editor keeps the file as a list of lines and touches only the lines of one block, so
+comments, blank lines, ``Include``/``Match`` lines, indentation and order survive. Before any
+change the old file is copied to ``<state_dir>/ssh_config_backup/`` (the newest few copies are
+kept), and the new text replaces the old one atomically with mode 0600.
 """
 
 from __future__ import annotations
 
 import difflib
-import fnmatch
+import functools
+import getpass
+import glob
+import logging
 import os
 import re
 import shutil
@@ -19,6 +39,29 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BACKUPS_KEPT",
+    "BLOCK_KEYS",
+    "MAX_INCLUDE_DEPTH",
+    "ROUTING_KEYS",
+    "Block",
+    "Change",
+    "SshConfig",
+    "expand_path",
+    "expand_tokens",
+    "host_matches",
+    "host_options",
+    "local_user",
+    "parse_jump",
+    "parse_port",
+    "read_host_entry",
+    "remove_host",
+    "split_args",
+    "update_host",
+]
 
 #: Keys that a ``-s`` run writes into a new block, in this order.
 BLOCK_KEYS = (
@@ -35,14 +78,23 @@ BLOCK_KEYS = (
 #: ``HostName`` is then theirs and is never rewritten.
 ROUTING_KEYS = ("proxycommand", "proxyjump")
 BACKUPS_KEPT = 10
+#: OpenSSH's READCONF_MAX_DEPTH.
+MAX_INCLUDE_DEPTH = 16
+#: Options whose value is the rest of the line, given to a shell: neither split nor unquoted.
+_COMMAND_KEYS = frozenset({"proxycommand", "localcommand", "remotecommand", "knownhostscommand"})
 
 _LINE = re.compile(
     r"^(?P<indent>\s*)(?P<key>[A-Za-z][A-Za-z0-9]*)(?P<sep>\s*=\s*|\s+)(?P<value>.*?)\s*$"
 )
 
 
+# --------------------------------------------------------------------------------------------
+# Lines, words and patterns
+
+
 def _parse(line: str) -> tuple[str, str] | None:
-    """``(key lower-cased, value)`` of an option line; ``None`` for blanks and comments."""
+    """``(key lower-cased, raw value)`` of an option line; ``None`` for blanks, comments and
+    lines that are not ``Key value``/``Key=value`` (skipped, where OpenSSH would refuse)."""
     stripped = line.strip()
     if not stripped or stripped.startswith("#"):
         return None
@@ -52,13 +104,220 @@ def _parse(line: str) -> tuple[str, str] | None:
     return m.group("key").lower(), m.group("value")
 
 
-def _patterns(value: str) -> list[str]:
-    out: list[str] = []
-    for token in value.split():
-        if token.startswith("#"):
+def split_args(text: str) -> list[str]:
+    """The words of an option value as OpenSSH's ``argv_split`` sees them: double or single
+    quotes group, a backslash escapes a quote, backslash or blank, and an unquoted word that
+    starts with ``#`` ends the line (a trailing comment)."""
+    words: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t":
+            i += 1
+        if i >= n or text[i] == "#":
             break
-        out.append(token.strip('"'))
-    return out
+        word: list[str] = []
+        quote = ""
+        while i < n:
+            c = text[i]
+            if c == "\\" and i + 1 < n and text[i + 1] in "\\\"' ":
+                word.append(text[i + 1])
+                i += 2
+                continue
+            if quote:
+                if c == quote:
+                    quote = ""
+                else:
+                    word.append(c)
+            elif c in "\"'":
+                quote = c
+            elif c in " \t":
+                break
+            else:
+                word.append(c)
+            i += 1
+        words.append("".join(word))
+    return words
+
+
+def _option_value(key: str, raw: str) -> str:
+    if key in _COMMAND_KEYS:
+        return raw.strip()
+    return " ".join(split_args(raw))
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """OpenSSH's ``match_pattern``: ``*`` and ``?`` are the only wildcards (``[`` is literal,
+    unlike ``fnmatch``) and letters match case-sensitively."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _host_state(patterns: Iterable[str], name: str) -> str | None:
+    """``None`` when the ``Host`` line does not apply to ``name``; ``"named"`` when a pattern
+    other than a bare ``*`` selects it; ``"all"`` when only ``*`` does (a catch-all)."""
+    state: str | None = None
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        if negated:
+            pattern = pattern[1:]
+        if not pattern or not _pattern(pattern).fullmatch(name):
+            continue
+        if negated:
+            return None
+        if pattern != "*":
+            state = "named"
+        elif state is None:
+            state = "all"
+    return state
+
+
+def host_matches(patterns: Iterable[str], name: str) -> bool:
+    """OpenSSH's rule for a ``Host`` line: some non-negated pattern matches ``name``
+    (case-sensitively, ``*`` and ``?`` as wildcards) and no negated pattern does."""
+    return _host_state(patterns, name) is not None
+
+
+def expand_tokens(value: str, tokens: Mapping[str, str]) -> str:
+    """``%h``-style tokens replaced from ``tokens`` (one letter each), ``%%`` as ``%``; unknown
+    tokens are left as written (OpenSSH would refuse the option)."""
+
+    def repl(m: re.Match[str]) -> str:
+        char = m.group(1)
+        if char == "%":
+            return "%"
+        return tokens.get(char, m.group(0))
+
+    return re.sub(r"%(.)", repl, value)
+
+
+def local_user() -> str:
+    """The ``%u`` token and the user OpenSSH logs in as when nothing names one."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry and no LOGNAME/USER
+        return "root" if os.geteuid() == 0 else "user"
+
+
+def expand_path(value: str, tokens: Mapping[str, str]) -> str:
+    """An ``IdentityFile``-like path: tokens (plus ``%d``, ``%u``), ``~``, and a relative path
+    taken from the home folder, so the same file is meant wherever the process runs."""
+    home = str(Path("~").expanduser())
+    path = os.path.expanduser(expand_tokens(value, {"d": home, "u": local_user(), **tokens}))
+    return path if os.path.isabs(path) else str(Path(home) / path)
+
+
+def parse_port(text: str) -> int:
+    """A TCP port as written in a config (``Port``, ``host:port``); ValueError otherwise."""
+    port = int(text) if text.isdigit() else 0
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r} is not a TCP port")
+    return port
+
+
+def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
+    """``(user, host, port)`` of one ``[user@]host[:port]`` or ``ssh://[user@]host[:port]`` of a
+    ``ProxyJump`` list (an IPv6 address in brackets); ValueError when it is not one."""
+    text = spec.strip()
+    if text.startswith("ssh://"):
+        text = text[len("ssh://") :].rstrip("/")
+    user = None
+    if "@" in text:
+        user, text = text.rsplit("@", 1)
+    port = None
+    if text.startswith("["):  # [ipv6]:port
+        end = text.find("]")
+        host, rest = text[1:end] if end > 0 else "", text[end + 1 :] if end > 0 else ""
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{spec!r} is not a [user@]host[:port]")
+            port = parse_port(rest[1:])
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = parse_port(port_text)
+    else:
+        host = text
+    if not host or (user is not None and not user):
+        raise ValueError(f"{spec!r} is not a [user@]host[:port]")
+    return user, host, port
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+class _Resolver:
+    """Collects the options that apply to one name, walking lines and Includes like ``ssh``."""
+
+    def __init__(self, name: str, catch_all: bool) -> None:
+        self.name = name
+        self.catch_all = catch_all
+        self.found: dict[str, str] = {}
+
+    def applies(self, state: str | None) -> bool:
+        return state == "named" or (state == "all" and self.catch_all)
+
+    def lines(
+        self, lines: Iterable[str], where: str, state: str | None, never: bool, depth: int
+    ) -> None:
+        """``state`` is the state the lines start in (that of the ``Include`` that led here,
+        ``"all"`` for a top-level file); ``never`` marks a file included from a non-matching
+        block, in which no ``Host`` line may match."""
+        for lineno, line in enumerate(lines, 1):
+            parsed = _parse(line)
+            if parsed is None:
+                if line.strip() and not line.strip().startswith("#"):
+                    log.debug("ssh config %s:%d: line ignored", where, lineno)
+                continue
+            key, raw = parsed
+            if key == "host":
+                state = None if never else _host_state(split_args(raw), self.name)
+            elif key == "match":
+                log.debug("ssh config %s:%d: Match block skipped", where, lineno)
+                state = None
+            elif key == "include":
+                if state is not None:
+                    for item in split_args(raw):
+                        self.include(item, state, never, depth + 1, f"{where}:{lineno}")
+            elif self.applies(state) and key not in self.found:
+                if key in ROUTING_KEYS and any(k in self.found for k in ROUTING_KEYS):
+                    continue  # whichever of ProxyCommand and ProxyJump comes first wins
+                self.found[key] = _option_value(key, raw)
+
+    def file(self, path: Path, state: str | None, never: bool, depth: int) -> None:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            log.debug("ssh config %s not read: %s", path, exc)
+            return
+        self.lines(text.splitlines(), str(path), state, never, depth)
+
+    def include(self, item: str, state: str | None, never: bool, depth: int, where: str) -> None:
+        if depth > MAX_INCLUDE_DEPTH:
+            log.warning("ssh config %s: Include nested deeper than %d", where, MAX_INCLUDE_DEPTH)
+            return
+        pattern = os.path.expanduser(item)
+        if not os.path.isabs(pattern):
+            pattern = str(Path("~/.ssh").expanduser() / pattern)
+        for included in sorted(glob.glob(pattern)):
+            self.file(Path(included), state, never, depth)
+
+
+def read_host_entry(
+    config_file: str | os.PathLike[str], name: str, *, catch_all: bool = False
+) -> dict[str, str]:
+    """The options (lower-cased keys, first value of each) that the config file gives ``name``.
+
+    Values are unquoted and trailing comments dropped, except for commands such as
+    ``ProxyCommand`` which keep the rest of their line; ``%`` tokens are left for the caller
+    (see ``expand_tokens``), because what they stand for depends on the connection."""
+    resolver = _Resolver(name, catch_all)
+    resolver.file(Path(config_file).expanduser(), "all", False, 0)
+    return resolver.found
+
+
+# --------------------------------------------------------------------------------------------
+# Editing
 
 
 def _format_value(value: str) -> str:
@@ -79,17 +338,9 @@ class Block:
         return self.kind == "host" and name in self.patterns
 
     def matches(self, name: str) -> bool:
-        """True when OpenSSH would apply this block to ``name`` (wildcards, negations)."""
-        if self.kind != "host":
-            return False
-        hit = False
-        for pattern in self.patterns:
-            negated = pattern.startswith("!")
-            if fnmatch.fnmatchcase(name, pattern.lstrip("!")):
-                if negated:
-                    return False
-                hit = True
-        return hit
+        """True when OpenSSH would apply this block to ``name`` (``Match`` blocks: never, as
+        for the reader)."""
+        return self.kind == "host" and host_matches(self.patterns, name)
 
 
 @dataclass
@@ -126,7 +377,7 @@ class SshConfig:
             if parsed and parsed[0] in ("host", "match"):
                 if blocks:
                     blocks[-1].end = i
-                blocks.append(Block(i, len(self.lines), parsed[0], _patterns(parsed[1])))
+                blocks.append(Block(i, len(self.lines), parsed[0], split_args(parsed[1])))
         return blocks
 
     def find(self, name: str) -> Block | None:
@@ -136,17 +387,12 @@ class SshConfig:
                 return block
         return None
 
-    def options(self, name: str) -> dict[str, str]:
-        """Options of the block for ``name`` (lower-cased keys, first value wins like OpenSSH)."""
-        block = self.find(name)
-        out: dict[str, str] = {}
-        if block is None:
-            return out
-        for line in self.lines[block.start + 1 : block.end]:
-            parsed = _parse(line)
-            if parsed:
-                out.setdefault(parsed[0], parsed[1].strip('"'))
-        return out
+    def options(self, name: str, *, catch_all: bool = False) -> dict[str, str]:
+        """The options ``name`` gets from this text and the files it includes: the same
+        resolution as ``read_host_entry`` (every matching block, first value wins)."""
+        resolver = _Resolver(name, catch_all)
+        resolver.lines(self.lines, "<ssh config>", "all", False, 0)
+        return resolver.found
 
     def _indent(self, block: Block) -> str:
         for line in self.lines[block.start + 1 : block.end]:
@@ -331,6 +577,7 @@ def update_host(
 
 
 def remove_host(path: str | os.PathLike[str], name: str, *, backup_dir: Path) -> Change:
+    """Drop ``Host <name>`` from the file at ``path`` (backed up first), keeping the rest."""
     p = Path(path).expanduser()
     config = SshConfig.load(p)
     before = config.text()
