@@ -8,8 +8,9 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, List, Unicode, default
 
-from .clusters import ClusterRegistry, ServiceSettings
+from .clusters import ServiceSettings
 from .config import driver_config
+from .registry import ClusterRegistry
 from .settings import DriverSettings
 
 

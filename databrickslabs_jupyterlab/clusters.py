@@ -18,26 +18,22 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import kernelstate, operations
-from .driver import DriverAccess
-from .operations import OperationFailed, RestartKernels
+from . import operations
+from .operations import OperationFailed
 from .settings import DriverSettings
 from .vocabulary import COMING_UP, RUNNING, STATES, STEADY, STEPS
 from .workspace import (
     ClusterInfo,
     NoSuchCluster,
-    ProfileInfo,
-    Workspace,
     WorkspaceError,
-    list_profiles,
 )
 
-__all__ = ["STATES", "ClusterConnection", "ClusterRegistry", "OperationFailed", "ServiceSettings"]
+__all__ = ["STATES", "ClusterConnection", "OperationFailed", "ServiceSettings"]
 
 _STEP_STATE = {
     "starting": "starting",
@@ -92,7 +88,7 @@ def _error_sentence(err: BaseException, kind: str) -> str:
 class ClusterConnection:
     """State machine, snapshot and operations of one cluster."""
 
-    def __init__(self, registry: ClusterRegistry, profile: str, cluster_id: str) -> None:
+    def __init__(self, registry: Any, profile: str, cluster_id: str) -> None:
         self.registry = registry
         self.profile = profile
         self.cluster_id = cluster_id
@@ -272,6 +268,14 @@ class ClusterConnection:
                 return False
         return True
 
+    def kernel_changed(self, state: str, text: str) -> None:
+        """A kernel of this cluster changed state; a lost one is news and worth a refresh."""
+        if state in ("disconnected", "dead"):
+            self.note(text)
+            self._wake.set()
+        else:
+            self._publish()
+
     def note(self, message: str) -> None:
         """Record an event that is not a state change (e.g. a kernel lost its link)."""
         self.events.append({"at": utcnow(), "state": self.state, "message": message})
@@ -288,7 +292,7 @@ class ClusterConnection:
     def _interval(self) -> float:
         s = self.settings
         info = self.info
-        if self._op_running() or info is None or self._read_error is not None:
+        if self.op_running() or info is None or self._read_error is not None:
             return s.refresh_interval
         if info.state not in STEADY:
             return s.refresh_interval
@@ -299,7 +303,7 @@ class ClusterConnection:
     async def _refresh_loop(self) -> None:
         while True:
             try:
-                if not self._op_running():
+                if not self.op_running():
                     idle = time.monotonic() - self._last_interest
                     if idle > self.settings.idle_pause:
                         self._paused = True
@@ -332,7 +336,7 @@ class ClusterConnection:
             self.first_read.set()
             self._publish()
             return
-        if self._op_running():  # the operation reads and probes itself
+        if self.op_running():  # the operation reads and probes itself
             return
         self._read_error = None
         self._apply(info)
@@ -361,7 +365,7 @@ class ClusterConnection:
         key = (info.driver_start, info.public_dns)
         libraries = self._libraries_ok_for != key
         probe = await self.registry.driver_access.probe(self.profile, info, libraries=libraries)
-        if self._op_running() or self.info is not info:
+        if self.op_running() or self.info is not info:
             return
         self.ssh = {"reachable": probe.reachable, "checked_at": utcnow(), "error": probe.error}
         if probe.missing is not None:
@@ -374,8 +378,6 @@ class ClusterConnection:
     # ------------------------------------------------------------- operations
     def op_running(self) -> bool:
         return self._op_task is not None and not self._op_task.done()
-
-    _op_running = op_running
 
     def request(
         self, kind: str, kernel_id: str | None = None, restart_kernels: str = "never"
@@ -463,7 +465,11 @@ class ClusterConnection:
             self._wake.set()
 
     def _clear_done(self) -> None:
-        if not self.op_running() and self.operation is not None and self.operation["step"] == "done":
+        if (
+            not self.op_running()
+            and self.operation is not None
+            and self.operation["step"] == "done"
+        ):
             self.operation = None
             self._publish()
 
@@ -543,6 +549,14 @@ class _StatusProgress(operations.Progress):
             self.conn.operation["detail"] = line[:500]
             self.conn._publish()
 
+    def kernel_changed(self, state: str, text: str) -> None:
+        """A kernel of this cluster changed state; a lost one is news and worth a refresh."""
+        if state in ("disconnected", "dead"):
+            self.note(text)
+            self._wake.set()
+        else:
+            self._publish()
+
     def note(self, message: str) -> None:
         self.conn.note(message)
 
@@ -560,141 +574,6 @@ class _StatusProgress(operations.Progress):
             self.conn._publish()
 
 
-class ClusterRegistry:
-    """All watched clusters of this server, plus the shared workspace clients and SSH access."""
-
-    def __init__(
-        self,
-        settings: ServiceSettings | None = None,
-        *,
-        restart_kernels: RestartKernels | None = None,
-        driver_access: Any = None,
-        workspace_factory: WorkspaceFactory | None = None,
-        board: kernelstate.KernelBoard | None = None,
-    ) -> None:
-        self.settings = settings or ServiceSettings()
-        self.restart_kernels = restart_kernels
-        self.driver_access = driver_access or DriverAccess(
-            self.settings.driver, self.settings.ssh_check_timeout
-        )
-        self._workspace_factory = workspace_factory
-        self.board = board or kernelstate.board
-        self._connections: dict[tuple[str, str], ClusterConnection] = {}
-        self._unsubscribe: Callable[[], None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._profiles: tuple[float, list[ProfileInfo]] | None = None
-
-    # ------------------------------------------------------------------- life
-    def start(self) -> None:
-        """Subscribe to the kernel board; must run on the server's event loop."""
-        self._loop = asyncio.get_running_loop()
-        if self._unsubscribe is None:
-            self._unsubscribe = self.board.subscribe(self._on_kernel)
-
-    async def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        connections = list(self._connections.values())
-        self._connections.clear()
-        await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
-
-    def _on_kernel(self, record: kernelstate.KernelRecord) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        if _running_loop() is loop:
-            self._kernel_changed(record)
-        else:
-            loop.call_soon_threadsafe(self._kernel_changed, record)
-
-    def _kernel_changed(self, record: kernelstate.KernelRecord) -> None:
-        conn = self._connections.get((record.profile, record.cluster_id))
-        if conn is None:
-            return
-        if record.state in ("disconnected", "dead"):
-            conn.note(
-                f"Kernel {record.kernel_id} is {record.state}"
-                + (f": {record.message}" if record.message else ".")
-            )
-            conn._wake.set()
-        else:
-            conn._publish()
-
-    # ------------------------------------------------------------- workspaces
-    async def workspace(self, profile: str) -> Any:
-        if self._workspace_factory is not None:
-            return await self._workspace_factory(profile)
-        d = self.settings.driver
-        return await Workspace.for_profile(
-            profile,
-            config_file=d.databricks_config_file,
-            retry_timeout=d.workspace_retry_timeout,
-            http_timeout=d.workspace_http_timeout,
-        )
-
-    async def profiles(self) -> list[ProfileInfo]:
-        """Profiles of the config file, re-read at most every couple of seconds (off the loop)."""
-        now = time.monotonic()
-        if (
-            self._profiles is not None
-            and now - self._profiles[0] < self.settings.profile_cache_seconds
-        ):
-            return self._profiles[1]
-        profiles = await asyncio.to_thread(list_profiles, self.settings.driver.databricks_config_file)
-        self._profiles = (time.monotonic(), profiles)
-        return profiles
-
-    async def profile_exists(self, profile: str) -> bool:
-        if any(p.name == profile for p in await self.profiles()):
-            return True
-        self._profiles = None  # maybe just added: read the file again
-        return any(p.name == profile for p in await self.profiles())
-
-    # ------------------------------------------------------------ connections
-    def get(self, profile: str, cluster_id: str) -> ClusterConnection | None:
-        return self._connections.get((profile, cluster_id))
-
-    def watch(self, profile: str, cluster_id: str) -> ClusterConnection:
-        key = (profile, cluster_id)
-        conn = self._connections.get(key)
-        if conn is None:
-            if self._loop is None:
-                self.start()
-            conn = ClusterConnection(self, profile, cluster_id)
-            self._connections[key] = conn
-        conn.start_refresh()
-        return conn
-
-    async def connection(self, profile: str, cluster_id: str) -> ClusterConnection:
-        """The connection of a cluster, registering it (and waiting briefly for its first read).
-
-        Raises NoSuchCluster when the workspace says the cluster does not exist.
-        """
-        conn = self._connections.get((profile, cluster_id))
-        if conn is not None and not conn.not_found:
-            conn.touch()
-            if conn.paused:
-                await conn.wait_for_change(conn.version, self.settings.first_read_wait)
-            return conn
-        conn = self.watch(profile, cluster_id)
-        conn.touch()
-        await conn.wait_first_read(self.settings.first_read_wait)
-        if conn.not_found:
-            await self.forget(profile, cluster_id)
-            assert conn._read_error is not None
-            raise conn._read_error
-        return conn
-
-    async def forget(self, profile: str, cluster_id: str) -> None:
-        conn = self._connections.pop((profile, cluster_id), None)
-        if conn is not None:
-            await conn.close()
-
-    def connections(self) -> Iterable[ClusterConnection]:
-        return list(self._connections.values())
-
-
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     """Wait for ``event`` at most ``timeout`` seconds; True when it is set.
 
@@ -709,10 +588,3 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     finally:
         waiter.cancel()
     return bool(done)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

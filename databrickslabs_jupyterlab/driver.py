@@ -352,6 +352,7 @@ async def remote_python_version(
 
 # ------------------------------------------------------------------ access to a driver
 
+
 @dataclass
 class Probe:
     reachable: bool

@@ -15,8 +15,8 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_path_join
 
 from . import kernelstate, vocabulary
-from .clusters import ClusterRegistry
 from .operations import Conflict
+from .registry import ClusterRegistry
 from .settings import DriverSettings
 from .workspace import WorkspaceError, key_installed, public_key_for
 

@@ -311,4 +311,3 @@ class Lifecycle:
         )
         self.progress.step("done", f"Connected to the driver of cluster {cid} ({info.public_dns}).")
         return outcome
-

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from databrickslabs_jupyterlab import kernelstate
-from databrickslabs_jupyterlab.operations import Conflict
-from databrickslabs_jupyterlab.clusters import STATES, ClusterRegistry, ServiceSettings
+from databrickslabs_jupyterlab.clusters import STATES, ServiceSettings
 from databrickslabs_jupyterlab.driver import DriverLink, Probe
+from databrickslabs_jupyterlab.operations import Conflict
+from databrickslabs_jupyterlab.registry import ClusterRegistry
 from databrickslabs_jupyterlab.settings import DriverSettings
 from databrickslabs_jupyterlab.workspace import (
     ClusterInfo,
@@ -186,7 +187,7 @@ def test_start_from_terminated_walks_every_step(tmp_path):
 
         conn._publish = record
         assert conn.start_operation("start", "k2") is True
-        await until(lambda: conn.state == "connected" and not conn._op_running())
+        await until(lambda: conn.state == "connected" and not conn.op_running())
         await until(lambda: conn.operation is None)
         assert workspace.starts == 1
         assert restarted == [("demo", "c1", ["k1", "k2"])]
@@ -215,7 +216,7 @@ def test_double_start_is_one_operation(tmp_path):
         assert conn.snapshot()["operation"]["kind"] == "start"
         await until(lambda: conn.state == "installing")
         fake_driver.gate.set()
-        await until(lambda: conn.state == "connected" and not conn._op_running())
+        await until(lambda: conn.state == "connected" and not conn.op_running())
         assert workspace.starts == 1
         await registry.stop()
 
@@ -237,7 +238,7 @@ def test_failure_ends_in_error_and_a_later_start_works(tmp_path):
         assert conn.state == "error"
         fake_driver.prepare_error = None
         assert conn.start_operation("start") is True
-        await until(lambda: conn.state == "connected" and not conn._op_running())
+        await until(lambda: conn.state == "connected" and not conn.op_running())
         await registry.stop()
 
     asyncio.run(main())
@@ -263,7 +264,7 @@ def test_terminating_waits_then_starts(tmp_path):
         workspace.state = "TERMINATING"
         conn = registry.watch("demo", "c1")
         conn.start_operation("start")
-        await until(lambda: conn.state == "connected" and not conn._op_running())
+        await until(lambda: conn.state == "connected" and not conn.op_running())
         assert workspace.starts == 1
         await registry.stop()
 
@@ -276,7 +277,7 @@ def test_missing_key_is_added_before_the_start(tmp_path):
         workspace.keys = []
         conn = await registry.connection("demo", "c1")
         conn.start_operation("start")
-        await until(lambda: conn.state == "connected" and not conn._op_running())
+        await until(lambda: conn.state == "connected" and not conn.op_running())
         assert workspace.calls.index("edit") < workspace.calls.index("start")
         assert any(k.startswith(PUBLIC_KEY) for k in workspace.keys)
         await registry.stop()
@@ -296,7 +297,7 @@ def test_unreachable_and_missing_libraries(tmp_path):
         await until(lambda: conn.state != "unreachable")
         assert conn.state == "error" and "ipykernel>=6.0" in conn.message
         conn.start_operation("reconfigure")
-        await until(lambda: conn.state == "connected" and not conn._op_running())
+        await until(lambda: conn.state == "connected" and not conn.op_running())
         assert fake_driver.prepared == 1
         await registry.stop()
 

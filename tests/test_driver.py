@@ -282,3 +282,31 @@ def test_pip_index_options_go_to_the_requirements_file(
 def test_pip_option_without_value_is_refused() -> None:
     with pytest.raises(DriverError, match="needs a value"):
         _split_pip_args(["--no-deps", "--index-url"])
+
+
+def test_prepared_drivers_are_remembered_per_driver_start(tmp_path: Path) -> None:
+    from databrickslabs_jupyterlab.driver import PreparedDrivers
+    from databrickslabs_jupyterlab.workspace import ClusterInfo
+
+    def info(start: int | None) -> ClusterInfo:
+        return ClusterInfo.from_dict(
+            {"cluster_id": CLUSTER, "state": "RUNNING", "driver": {"start_timestamp": start}}
+        )
+
+    settings = DriverSettings(state_dir=str(tmp_path))
+    memo = PreparedDrivers(settings)
+    assert not memo.seen(info(1))
+    memo.remember(info(1))
+    assert PreparedDrivers(settings).seen(info(1))  # kept on disk for other processes
+    assert not memo.seen(info(2))  # a new driver start is a new machine
+    memo.remember(info(2))
+    assert not memo.seen(info(1))  # one entry per cluster
+    # other requirements or another driver Python: a check is due again
+    assert not PreparedDrivers(
+        DriverSettings(state_dir=str(tmp_path), driver_requirements=("ipykernel>=7",))
+    ).seen(info(2))
+    # no driver start known: never remembered
+    memo.remember(info(None))
+    assert not memo.seen(info(None))
+    memo.forget(info(2))
+    assert not memo.seen(info(2))
