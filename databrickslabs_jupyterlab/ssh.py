@@ -2,36 +2,41 @@
 
 Everything goes through asyncssh with settings we choose ourselves: asyncssh never reads
 ``~/.ssh/config``, ``~/.ssh/known_hosts`` or an agent on its own, so the same inputs always lead to
-the same connection. The user's ``~/.ssh/config`` is read here by a small reader that only looks
-at a ``Host`` entry naming the cluster (that is how bastions, reverse tunnels and the Databricks CLI
-tunnel are plugged in), and host keys are pinned per cluster in the product's state folder.
+the same connection. What the user's ``~/.ssh/config`` says about a cluster (that is how bastions,
+reverse tunnels and the Databricks CLI tunnel are plugged in) comes from ``sshconfig``, the one
+reader of that file, with OpenSSH's matching; the host keys we trust come from ``hostkeys``, which
+pins one key per driver and lets it change only with a driver restart.
 
-A host key may only change together with the driver: Databricks gives a restarted driver a new
-VM and thus a new key, and reports the driver's start time. A changed key without a newer start
-is refused, because that is what a man in the middle looks like.
+The errors are sentences for people: every failure leaves as one of the ``SshError`` classes
+below, never as an asyncssh or OS exception, so callers can show it as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
-import getpass
-import glob
-import json
 import logging
 import os
 import re
 import shlex
-import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
+from . import vocabulary
+from .hostkeys import HostKeyPin, HostKeyStore
 from .settings import DriverSettings
+from .sshconfig import (
+    HostEntry,
+    expand_path,
+    expand_tokens,
+    host_entry,
+    local_user,
+    parse_jump,
+    read_host_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +50,10 @@ __all__ = [
     "SshUnreachable",
     "build_command",
     "check_reachable",
+    "cluster_identity_file",
     "connect",
     "forward_local",
+    "read_host_entry",
     "resolve_target",
     "run",
     "stream",
@@ -77,22 +84,22 @@ class HostKeyChanged(SshError):
     """The driver presented a different host key although it was not restarted."""
 
 
-_CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
 def _check_cluster_id(cluster_id: str) -> str:
-    if not isinstance(cluster_id, str) or not _CLUSTER_ID.match(cluster_id):
+    """The id itself; a malformed one never reaches a file name, a config lookup or a log."""
+    if not vocabulary.is_cluster_id(cluster_id):
         raise SshError(f"{cluster_id!r} is not a valid cluster id.")
     return cluster_id
 
 
 # --------------------------------------------------------------------------------------------
-# Target and ~/.ssh/config
+# Target
 
 
 @dataclass(frozen=True)
 class SshTarget:
+    """Everything a connection to one driver needs, resolved once so that a check and the real
+    connection go to the same place with the same key."""
+
     cluster_id: str
     host: str
     port: int
@@ -102,116 +109,11 @@ class SshTarget:
     proxy_jump: str | None = None
 
 
-#: Options of a ``Host`` entry that we honour, lower-cased.
-_CONFIG_KEYS = ("hostname", "port", "user", "identityfile", "proxycommand", "proxyjump")
-_MAX_INCLUDE_DEPTH = 16
-_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9]*)(?:\s*=\s*|\s+)(.*)$")
-
-
-def _unquote(value: str) -> str:
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        return value[1:-1]
-    return value
-
-
-def _host_matches(patterns: list[str], name: str) -> bool:
-    """OpenSSH rules (any positive pattern matches, no negated one does), except that a bare
-    ``*`` is ignored: a catch-all entry written for the user's own hosts (``User me``,
-    ``IdentityFile ~/.ssh/id_rsa``) must not replace the driver defaults."""
-    name = name.lower()
-    positive = False
-    for raw in patterns:
-        pattern = _unquote(raw).lower()
-        negated = pattern.startswith("!")
-        if negated:
-            pattern = pattern[1:]
-        if not pattern:
-            continue
-        if fnmatch.fnmatchcase(name, pattern):
-            if negated:
-                return False
-            if pattern != "*":
-                positive = True
-    return positive
-
-
-def _scan_config(
-    path: Path, name: str, found: dict[str, str], active: bool, base: Path, depth: int
-) -> None:
-    """Collect the first value of each wanted option from the ``Host`` entries matching
-    ``name``. Options outside a matching entry (including global ones before the first ``Host``)
-    are ignored; ``Include`` is followed where it applies; ``Match`` blocks are skipped; lines we
-    do not understand are skipped rather than fatal."""
-    if depth > _MAX_INCLUDE_DEPTH:
-        log.warning("ssh config: Include nesting deeper than %d at %s", _MAX_INCLUDE_DEPTH, path)
-        return
+def _host_entry(settings: DriverSettings, name: str) -> HostEntry:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        log.debug("ssh config %s not read: %s", path, exc)
-        return
-    top_level = depth == 0
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _LINE.match(line)
-        if not m:
-            log.debug("ssh config %s:%d: line ignored", path, lineno)
-            continue
-        key, value = m.group(1).lower(), m.group(2).strip()
-        if key == "host":
-            top_level = False
-            patterns = []
-            for token in value.split():
-                if token.startswith("#"):
-                    break
-                patterns.append(token)
-            active = _host_matches(patterns, name)
-            continue
-        if key == "match":
-            top_level = False
-            active = False
-            continue
-        if key == "include":
-            if not active and not top_level:
-                continue
-            for item in value.split():
-                pattern = os.path.expanduser(_unquote(item))
-                if not os.path.isabs(pattern):
-                    pattern = str(base / pattern)
-                for included in sorted(glob.glob(pattern)):
-                    _scan_config(Path(included), name, found, active, base, depth + 1)
-            continue
-        if not active or key not in _CONFIG_KEYS or key in found:
-            continue
-        # ProxyCommand and ProxyJump exclude each other: the first one given wins (as in OpenSSH).
-        if key in ("proxycommand", "proxyjump") and (
-            "proxycommand" in found or "proxyjump" in found
-        ):
-            continue
-        found[key] = value if key == "proxycommand" else _unquote(value)
-
-
-def read_host_entry(config_file: str | os.PathLike[str], name: str) -> dict[str, str]:
-    """The options (lower-cased keys) of the ``Host`` entries in ``config_file`` matching ``name``."""
-    path = Path(config_file).expanduser()
-    found: dict[str, str] = {}
-    _scan_config(path, name, found, active=False, base=path.parent, depth=0)
-    return found
-
-
-def _expand_percent(value: str, tokens: Mapping[str, str]) -> str:
-    def repl(m: re.Match[str]) -> str:
-        char = m.group(1)
-        if char == "%":
-            return "%"
-        if char in tokens:
-            return tokens[char]
-        return m.group(0)
-
-    return re.sub(r"%(.)", repl, value)
+        return host_entry(settings.ssh_config_file, name)
+    except ValueError as exc:
+        raise SshError(f"{exc}.") from None
 
 
 def resolve_target(
@@ -219,203 +121,47 @@ def resolve_target(
 ) -> SshTarget:
     """Where and how to log in to the driver of ``cluster_id``.
 
-    Defaults come from the settings and the cluster's ``public_dns``; a ``Host <cluster_id>``
-    entry in the SSH config wins for HostName, Port, User, IdentityFile, ProxyCommand and
-    ProxyJump."""
-    _check_cluster_id(cluster_id)
-    entry = read_host_entry(settings.ssh_config_file, cluster_id)
-
-    port = settings.ssh_port
-    if "port" in entry:
-        try:
-            port = int(entry["port"])
-            if not 0 < port < 65536:
-                raise ValueError
-        except ValueError:
-            raise SshError(
-                f"The Port {entry['port']!r} of the Host {cluster_id} entry in "
-                f"{settings.ssh_config_file} is not a TCP port."
-            ) from None
-    user = entry.get("user") or settings.ssh_user
-
-    proxy_command = entry.get("proxycommand")
-    if proxy_command and proxy_command.strip().lower() == "none":
-        proxy_command = None
-    proxy_jump = entry.get("proxyjump")
-    if proxy_jump and proxy_jump.strip().lower() == "none":
-        proxy_jump = None
-
-    host = None
-    if entry.get("hostname"):
-        host = _expand_percent(entry["hostname"], {"h": cluster_id})
-    elif public_dns:
-        host = public_dns
-    elif proxy_command or proxy_jump:
+    Defaults come from the settings and the cluster's ``public_dns``; what the SSH config says
+    for the cluster id wins for HostName, Port, User, IdentityFile, ProxyCommand and ProxyJump,
+    because that is how users route to drivers we cannot reach directly. Reads the SSH config:
+    call it in a thread from async code."""
+    entry = _host_entry(settings, _check_cluster_id(cluster_id))
+    user = entry.user or settings.ssh_user
+    host = entry.hostname or public_dns
+    if not host and (entry.proxy_command or entry.proxy_jump):
         host = cluster_id  # the proxy knows how to find it (%h)
     if not host:
         raise SshError(
             f"Cluster {cluster_id} has no public DNS name for its driver and "
             f"{settings.ssh_config_file} has no Host {cluster_id} entry with a HostName."
         )
-
-    identity = _identity_from_entry(entry, cluster_id, profile, settings, host, user)
     return SshTarget(
         cluster_id=cluster_id,
         host=host,
-        port=port,
+        port=entry.port or settings.ssh_port,
         user=user,
-        identity_file=identity,
-        proxy_command=proxy_command,
-        proxy_jump=proxy_jump,
+        identity_file=_identity(entry, cluster_id, profile, settings, host, user),
+        proxy_command=entry.proxy_command,
+        proxy_jump=entry.proxy_jump,
     )
 
 
-def _identity_from_entry(
-    entry: Mapping[str, str],
-    cluster_id: str,
-    profile: str,
-    settings: DriverSettings,
-    host: str,
-    user: str,
+def _identity(
+    entry: HostEntry, cluster_id: str, profile: str, settings: DriverSettings, host: str, user: str
 ) -> str:
-    if not entry.get("identityfile"):
+    if not entry.identity_file:
         return str(settings.identity_file_for(profile))
-    home = str(Path("~").expanduser())
-    tokens = {"d": home, "u": _local_user(), "h": host, "r": user, "n": cluster_id}
-    identity = os.path.expanduser(_expand_percent(entry["identityfile"], tokens))
-    return identity if os.path.isabs(identity) else str(Path(home) / identity)
+    return expand_path(entry.identity_file, {"h": host, "r": user, "n": cluster_id})
 
 
 def cluster_identity_file(cluster_id: str, profile: str, settings: DriverSettings) -> Path:
-    """The private key used for ``cluster_id``: the IdentityFile of its ``Host`` entry in the
-    SSH config when there is one, else the profile's key (``~/.ssh/id_<profile>``)."""
-    _check_cluster_id(cluster_id)
-    entry = read_host_entry(settings.ssh_config_file, cluster_id)
-    host = entry.get("hostname") or cluster_id
-    user = entry.get("user") or settings.ssh_user
-    return Path(_identity_from_entry(entry, cluster_id, profile, settings, host, user))
-
-
-def _local_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry and no LOGNAME/USER
-        return "root" if os.geteuid() == 0 else "user"
-
-
-# --------------------------------------------------------------------------------------------
-# Host keys
-
-
-def _key_text(key: asyncssh.SSHKey) -> str:
-    """``<algorithm> <base64>`` without the comment."""
-    return " ".join(key.export_public_key("openssh").decode("ascii").split()[:2])
-
-
-def _fingerprint(text: str) -> str:
-    try:
-        return asyncssh.import_public_key(text).get_fingerprint()
-    except Exception:
-        return "an unreadable key"
-
-
-class HostKeyStore:
-    """Pinned host keys, one JSON file per cluster: ``{key, driver_start, recorded_at}``.
-
-    ``driver_start`` and ``recorded_at`` are milliseconds since the epoch, like the cluster
-    times of the Databricks API."""
-
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
-        self.folder = Path(state_dir).expanduser() / "known_hosts"
-
-    def _path(self, name: str) -> Path:
-        return self.folder / f"{_check_cluster_id(name)}.json"
-
-    def recorded(self, cluster_id: str) -> dict[str, object] | None:
-        """The record for ``cluster_id``, or None when there is none (or it is unreadable)."""
-        path = self._path(cluster_id)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("Ignoring unreadable host key record %s: %s", path, exc)
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
-            log.warning("Ignoring malformed host key record %s", path)
-            return None
-        return data
-
-    def _write(self, name: str, key_text: str, driver_start: int | None) -> None:
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o700)
-        record = {
-            "key": key_text,
-            "driver_start": driver_start,
-            "recorded_at": int(time.time() * 1000),
-        }
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(record, f)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self._path(name))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def check(self, cluster_id: str, key: asyncssh.SSHKey, driver_start: int | None) -> None:
-        """Accept and remember ``key`` for ``cluster_id`` or raise HostKeyChanged.
-
-        First contact records the key (trust on first use). A different key is accepted only
-        when the workspace reports a driver start later than the one recorded (or, when none
-        was known then, later than the moment the old key was recorded)."""
-        self._check(cluster_id, key, driver_start, f"the driver of cluster {cluster_id}")
-
-    def _check(self, name: str, key: asyncssh.SSHKey, driver_start: int | None, what: str) -> None:
-        text = _key_text(key)
-        record = self.recorded(name)
-        if record is None:
-            log.info("Recording the host key of %s (%s)", what, key.get_fingerprint())
-            self._write(name, text, driver_start)
-            return
-        old_start = record.get("driver_start")
-        old_start = old_start if isinstance(old_start, int) else None
-        if record["key"] == text:
-            if driver_start is not None and (old_start is None or driver_start > old_start):
-                self._write(name, text, driver_start)
-            return
-        reference = old_start
-        if reference is None:
-            recorded_at = record.get("recorded_at")
-            reference = recorded_at if isinstance(recorded_at, int) else None
-        if driver_start is not None and reference is not None and driver_start > reference:
-            log.info(
-                "Host key of %s changed with a new driver start; recording %s",
-                what,
-                key.get_fingerprint(),
-            )
-            self._write(name, text, driver_start)
-            return
-        if name.startswith("jump-"):
-            why = "changed"
-        else:
-            since = (
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(reference / 1000))
-                if reference is not None
-                else "the key was recorded"
-            )
-            why = f"changed although the driver was not restarted since {since}"
-        raise HostKeyChanged(
-            f"Connection refused: the host key of {what} {why} (recorded "
-            f"{_fingerprint(record['key'])}, offered {key.get_fingerprint()}). If you trust the "
-            f"change, forget the recorded key (delete {self._path(name)}) and connect again."
-        )
-
-    def forget(self, cluster_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(cluster_id).unlink()
+    """The private key used for ``cluster_id``: the IdentityFile the SSH config gives it when
+    there is one, else the profile's key (``~/.ssh/id_<profile>``). The CLI and the server add
+    its public half to the cluster, so it must be the key the connection will offer."""
+    entry = _host_entry(settings, _check_cluster_id(cluster_id))
+    host = entry.hostname or cluster_id
+    user = entry.user or settings.ssh_user
+    return Path(_identity(entry, cluster_id, profile, settings, host, user))
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,21 +169,23 @@ class HostKeyStore:
 
 
 class _Client(asyncssh.SSHClient):
-    """Hands the server's host key to our check during key exchange, before authentication."""
+    """Hands the server's host key to our pin during key exchange, before authentication, so a
+    refused key never sees our login. asyncssh calls this synchronously on the event loop: the
+    pin judges in memory; its record was read before and is written after, in a thread."""
 
-    def __init__(self, check: Callable[[asyncssh.SSHKey], None]) -> None:
-        self._check = check
+    def __init__(self, pin: HostKeyPin) -> None:
+        self._pin = pin
         self.refusal: SshError | None = None
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
         try:
-            self._check(key)
+            self._pin.verify(key)
         except SshError as exc:
             self.refusal = exc
             return False
-        except Exception as exc:  # e.g. the state folder cannot be written
+        except Exception as exc:  # a key asyncssh cannot export, a record we cannot read
             self.refusal = SshError(f"The host key of {host} could not be checked: {exc}.")
             return False
         return True
@@ -445,6 +193,9 @@ class _Client(asyncssh.SSHClient):
 
 @dataclass(frozen=True)
 class _Hop:
+    """One login on the way to the driver: the driver itself or a ProxyJump host. Each has its
+    own pinned key (``key_name``); only the driver has a start time that excuses a new key."""
+
     host: str
     port: int
     user: str
@@ -455,57 +206,35 @@ class _Hop:
 
 
 def _parse_jump(spec: str, settings: DriverSettings, default_identity: str) -> _Hop:
-    """One ``[user@]host[:port]`` (or ``ssh://`` URL) of a ProxyJump list."""
-    spec = spec.strip()
-    if spec.startswith("ssh://"):
-        spec = spec[len("ssh://") :].rstrip("/")
-    user = None
-    if "@" in spec:
-        user, spec = spec.rsplit("@", 1)
-    port: int | None = None
-    if spec.startswith("["):  # [ipv6]:port
-        end = spec.find("]")
-        host, rest = spec[1:end], spec[end + 1 :]
-        if rest.startswith(":"):
-            port = _parse_port(rest[1:], spec)
-    elif spec.count(":") == 1:
-        host, port_text = spec.split(":")
-        port = _parse_port(port_text, spec)
-    else:
-        host = spec
-    if not host:
-        raise SshError(f"The ProxyJump host {spec!r} is not a valid [user@]host[:port].")
-    entry = read_host_entry(settings.ssh_config_file, host)
-    if port is None and entry.get("port"):
-        port = _parse_port(entry["port"], host)
-    hostname = _expand_percent(entry["hostname"], {"h": host}) if entry.get("hostname") else host
-    user = user or entry.get("user") or _local_user()
+    """One hop of a ProxyJump list, completed from its own ``Host`` entry like OpenSSH does;
+    without an IdentityFile there, the driver's key is used (one key for the whole path).
+    Reads the SSH config: call it in a thread from async code."""
+    try:
+        user, host, port = parse_jump(spec)
+        entry = host_entry(settings.ssh_config_file, host)
+    except ValueError as exc:
+        raise SshError(f"The ProxyJump host {spec.strip()!r} is not usable: {exc}.") from None
+    hostname = entry.hostname or host
+    port = port or entry.port or 22
+    user = user or entry.user or local_user()
     identity = default_identity
-    if entry.get("identityfile"):
-        identity = os.path.expanduser(entry["identityfile"])
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{hostname}-{port or 22}")
+    if entry.identity_file:
+        identity = expand_path(entry.identity_file, {"h": hostname, "r": user, "n": host})
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{hostname}-{port}")
     return _Hop(
         host=hostname,
-        port=port or 22,
+        port=port,
         user=user,
         identity_file=identity,
-        label=f"jump host {hostname}:{port or 22}",
+        label=f"jump host {hostname}:{port}",
         key_name=f"jump-{safe}",
         driver_start=None,
     )
 
 
-def _parse_port(text: str, spec: str) -> int:
-    try:
-        port = int(text)
-        if 0 < port < 65536:
-            return port
-    except ValueError:
-        pass
-    raise SshError(f"The port in {spec!r} is not a TCP port.")
-
-
 def _connect_error(exc: BaseException, hop: _Hop, timeout: float) -> SshError:
+    """asyncssh's and the OS's exceptions as a sentence saying which hop failed and what the
+    person can do about it (add the key, remove a passphrase, check the network)."""
     where = f"{hop.label} at {hop.host}:{hop.port}"
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return SshUnreachable(f"The {where} did not complete the SSH login within {timeout:g} s.")
@@ -549,10 +278,10 @@ def _proxy_argv(target: SshTarget) -> list[str]:
         "p": str(target.port),
         "r": target.user,
         "n": target.cluster_id,
-        "u": _local_user(),
+        "u": local_user(),
         "d": os.path.expanduser("~"),
     }
-    return ["/bin/sh", "-c", "exec " + _expand_percent(target.proxy_command or "", tokens)]
+    return ["/bin/sh", "-c", "exec " + expand_tokens(target.proxy_command or "", tokens)]
 
 
 async def _connect_hop(
@@ -563,8 +292,12 @@ async def _connect_hop(
     tunnel: asyncssh.SSHClientConnection | None = None,
     proxy_command: list[str] | None = None,
 ) -> asyncssh.SSHClientConnection:
-    identity = _identity_path(hop)
-    client = _Client(lambda key: host_keys._check(hop.key_name, key, hop.driver_start, hop.label))
+    """Log in to one hop. The host key record is read before and written after the handshake
+    in a thread (see ``hostkeys``); a key accepted during key exchange is recorded even when the
+    login then fails, as OpenSSH records it before authenticating."""
+    identity = await asyncio.to_thread(_identity_path, hop)
+    pin = await host_keys.pin(hop.key_name, hop.driver_start, hop.label)
+    client = _Client(pin)
     options: dict[str, object] = {}
     if tunnel is not None:
         options["tunnel"] = tunnel
@@ -594,18 +327,25 @@ async def _connect_hop(
             keepalive_count_max=settings.keepalive_count_max,
             **options,
         )
-    except asyncssh.HostKeyNotVerifiable as exc:
-        if client.refusal is not None:
-            raise client.refusal from None
-        raise _connect_error(exc, hop, timeout) from None
-    except (OSError, asyncio.TimeoutError, TimeoutError, asyncssh.Error) as exc:
-        if client.refusal is not None:
-            raise client.refusal from None
-        raise _connect_error(exc, hop, timeout) from None
-    except asyncssh.KeyImportError as exc:
-        raise _connect_error(exc, hop, timeout) from None
+    except (OSError, asyncio.TimeoutError, asyncssh.Error, asyncssh.KeyImportError) as exc:
+        conn, error = None, client.refusal or _connect_error(exc, hop, timeout)
     except ValueError as exc:  # asyncssh raises it for bad options
-        raise SshError(f"SSH to the {hop.label} could not start: {exc}.") from None
+        conn, error = None, SshError(f"SSH to the {hop.label} could not start: {exc}.")
+    else:
+        error = None
+    try:
+        await pin.save()
+    except OSError as exc:
+        if conn is not None:
+            conn.close()
+        log.warning("Host key of the %s not recorded: %s", hop.label, exc)
+        raise error or SshError(
+            f"The host key of the {hop.label} could not be recorded in "
+            f"{host_keys.folder}: {exc.strerror or exc}."
+        ) from None
+    if error is not None:
+        raise error
+    assert conn is not None
     return conn
 
 
@@ -660,7 +400,7 @@ async def connect(
     try:
         tunnel = None
         for spec in target.proxy_jump.split(","):
-            jump_hop = _parse_jump(spec, settings, target.identity_file)
+            jump_hop = await asyncio.to_thread(_parse_jump, spec, settings, target.identity_file)
             tunnel = await _connect_hop(jump_hop, settings, host_keys, tunnel=tunnel)
             jumps.append(tunnel)
         conn = await _connect_hop(hop, settings, host_keys, tunnel=tunnel)
@@ -706,6 +446,9 @@ async def check_reachable(
 
 @dataclass
 class RunResult:
+    """A finished remote command. A non-zero status is a result, not an exception: callers
+    decide (``pip`` failing is news for the user, ``test -e`` failing is an answer)."""
+
     exit_status: int
     stdout: str
     stderr: str
@@ -725,7 +468,7 @@ def build_command(
     if env:
         assignments = []
         for name, value in env.items():
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
+            if not vocabulary.is_env_name(name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
             if not isinstance(value, str) or "\0" in value:
                 raise ValueError(f"the value of {name} must be a string without NUL characters")

@@ -49,9 +49,11 @@ __all__ = [
     "ROUTING_KEYS",
     "Block",
     "Change",
+    "HostEntry",
     "SshConfig",
     "expand_path",
     "expand_tokens",
+    "host_entry",
     "host_matches",
     "host_options",
     "local_user",
@@ -314,6 +316,49 @@ def read_host_entry(
     resolver = _Resolver(name, catch_all)
     resolver.file(Path(config_file).expanduser(), "all", False, 0)
     return resolver.found
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """The connection options the config gives one name, typed; ``None`` where the config says
+    nothing (or ``none``, OpenSSH's word for "no proxy"), so the caller's defaults apply."""
+
+    hostname: str | None = None  # %h expanded
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None  # as written: its tokens depend on the connection
+    proxy_command: str | None = None  # as written: expanded when the proxy is started
+    proxy_jump: str | None = None
+
+
+def host_entry(
+    config_file: str | os.PathLike[str], name: str, *, catch_all: bool = False
+) -> HostEntry:
+    """``read_host_entry`` reduced to what a connection needs; ValueError for a Port that is
+    not a TCP port (OpenSSH refuses such a config too)."""
+    found = read_host_entry(config_file, name, catch_all=catch_all)
+    port = None
+    if found.get("port"):
+        try:
+            port = parse_port(found["port"])
+        except ValueError:
+            raise ValueError(
+                f"The Port {found['port']!r} that {config_file} gives {name} is not a TCP port"
+            ) from None
+
+    def proxy(key: str) -> str | None:
+        value = found.get(key)
+        return None if not value or value.lower() == "none" else value
+
+    hostname = found.get("hostname")
+    return HostEntry(
+        hostname=expand_tokens(hostname, {"h": name}) if hostname else None,
+        port=port,
+        user=found.get("user") or None,
+        identity_file=found.get("identityfile") or None,
+        proxy_command=proxy("proxycommand"),
+        proxy_jump=proxy("proxyjump"),
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -206,50 +206,7 @@ def test_build_command_rejects_empty_and_string_argv() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# HostKeyStore (units)
-
-
-def _key() -> asyncssh.SSHKey:
-    return asyncssh.generate_private_key("ssh-ed25519").convert_to_public()
-
-
-def test_host_key_store_tofu_same_changed(tmp_path: Path) -> None:
-    store = HostKeyStore(tmp_path / "state")
-    first, second = _key(), _key()
-    store.check(CLUSTER, first, 1_000)
-    path = tmp_path / "state" / "known_hosts" / f"{CLUSTER}.json"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    record = json.loads(path.read_text())
-    assert record["key"].startswith("ssh-ed25519 ") and record["driver_start"] == 1_000
-
-    store.check(CLUSTER, first, 1_000)  # same key: fine
-    store.check(CLUSTER, first, None)
-    for start in (None, 999, 1_000):
-        with pytest.raises(HostKeyChanged, match=f"host key of the driver of cluster {CLUSTER}"):
-            store.check(CLUSTER, second, start)
-    assert json.loads(path.read_text())["key"] == record["key"]
-
-    store.check(CLUSTER, second, 2_000)  # a newer driver start: the new key is recorded
-    assert json.loads(path.read_text())["driver_start"] == 2_000
-    store.check(CLUSTER, second, None)
-    with pytest.raises(HostKeyChanged):
-        store.check(CLUSTER, first, 2_000)
-
-    store.forget(CLUSTER)
-    assert not path.exists()
-    store.check(CLUSTER, first, None)  # first use again
-    store.forget("never-seen")
-
-
-def test_host_key_store_without_recorded_start_uses_record_time(tmp_path: Path) -> None:
-    store = HostKeyStore(tmp_path)
-    first, second = _key(), _key()
-    store.check(CLUSTER, first, None)
-    recorded_at = store.recorded(CLUSTER)["recorded_at"]  # type: ignore[index]
-    with pytest.raises(HostKeyChanged):
-        store.check(CLUSTER, second, recorded_at - 60_000)  # started before we saw the key
-    store.check(CLUSTER, second, recorded_at + 60_000)  # restarted after we saw the key
+# ProxyJump specs (units; the host-key store has its own tests in test_hostkeys.py)
 
 
 def test_parse_jump_forms(isolated_home: Path) -> None:
@@ -268,6 +225,11 @@ def test_parse_jump_forms(isolated_home: Path) -> None:
     assert (hop.user, hop.host, hop.port) == ("carol", "10.1.1.1", 2)
     with pytest.raises(SshError):
         ssh._parse_jump("x@h:notaport", settings, "/k")
+    with pytest.raises(SshError):
+        ssh._parse_jump("@h", settings, "/k")
+    write_config(isolated_home, "Host jb\n  IdentityFile ~/keys/%h-%r\n  User dave\n")
+    hop = ssh._parse_jump("jb", settings, "/k")
+    assert hop.identity_file == str(isolated_home / "keys" / "jb-dave")
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,3 +611,62 @@ def test_keepalive_notices_a_silent_link(isolated_home: Path, sshd: Sshd) -> Non
         return elapsed
 
     assert asyncio.run(main()) < 5
+
+
+def test_connect_reads_and_writes_host_keys_off_the_event_loop(
+    isolated_home: Path, sshd: Sshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncssh judges the host key inside a synchronous callback on the loop; the record must
+    have been read before and be written after, in a worker thread."""
+    calls: list[tuple[str, str, int]] = []
+    real_load, real_save = HostKeyStore._load, HostKeyStore._save
+
+    def load(self: HostKeyStore, name: str) -> object:
+        calls.append(("load", name, threading.get_ident()))
+        return real_load(self, name)
+
+    def save(self: HostKeyStore, name: str, text: str, start: int | None) -> None:
+        calls.append(("save", name, threading.get_ident()))
+        real_save(self, name, text, start)
+
+    monkeypatch.setattr(HostKeyStore, "_load", load)
+    monkeypatch.setattr(HostKeyStore, "_save", save)
+    write_config(
+        isolated_home,
+        f"Host {CLUSTER}\n  HostName 127.0.0.1\n  ProxyJump {sshd.user}@127.0.0.1:{sshd.port}\n",
+    )
+    target, settings = sshd_target(isolated_home, sshd)
+
+    async def body(conn: asyncssh.SSHClientConnection) -> int:
+        assert (await ssh.run(conn, ["echo", "in"])).stdout == "in\n"
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(_session(target, settings, body, driver_start=1_000))
+    jump = f"jump-127.0.0.1-{sshd.port}"
+    assert [(what, name) for what, name, _ in calls] == [
+        ("load", jump),
+        ("save", jump),
+        ("load", CLUSTER),
+        ("save", CLUSTER),
+    ]
+    assert all(thread != loop_thread for _, _, thread in calls), calls
+    calls.clear()
+    loop_thread = asyncio.run(_session(target, settings, body, driver_start=1_000))
+    assert [what for what, _, _ in calls] == ["load", "load"]  # known keys: nothing written
+    assert all(thread != loop_thread for _, _, thread in calls), calls
+
+
+def test_unwritable_host_key_folder_is_an_ssh_error(isolated_home: Path, sshd: Sshd) -> None:
+    target, settings = sshd_target(isolated_home, sshd)
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    (settings.state_path / "known_hosts").write_text("a file where the folder should be")
+    with pytest.raises(SshError, match="could not be recorded in"):
+        asyncio.run(ssh.connect(target, settings, host_keys=HostKeyStore(settings.state_path)))
+    # Nothing was trusted: the next attempt with a usable folder is a first use again.
+    (settings.state_path / "known_hosts").unlink()
+
+    async def login(conn: asyncssh.SSHClientConnection) -> int:
+        return (await ssh.run(conn, ["true"])).exit_status
+
+    assert asyncio.run(_session(target, settings, login)) == 0
+    assert HostKeyStore(settings.state_path).recorded(CLUSTER) is not None
