@@ -259,12 +259,10 @@ class _Resolver:
     def applies(self, state: str | None) -> bool:
         return state == "named" or (state == "all" and self.catch_all)
 
-    def lines(
-        self, lines: Iterable[str], where: str, state: str | None, never: bool, depth: int
-    ) -> None:
-        """``state`` is the state the lines start in (that of the ``Include`` that led here,
-        ``"all"`` for a top-level file); ``never`` marks a file included from a non-matching
-        block, in which no ``Host`` line may match."""
+    def lines(self, lines: Iterable[str], where: str, state: str | None, depth: int) -> None:
+        """``state`` is the one the lines start in: that of the ``Include`` that led here,
+        ``"all"`` for a top-level file. An ``Include`` in a block that does not apply is not
+        read at all: OpenSSH reads it with every ``Host`` line failing, which adds nothing."""
         for lineno, line in enumerate(lines, 1):
             parsed = _parse(line)
             if parsed is None:
@@ -273,28 +271,28 @@ class _Resolver:
                 continue
             key, raw = parsed
             if key == "host":
-                state = None if never else _host_state(split_args(raw), self.name)
+                state = _host_state(split_args(raw), self.name)
             elif key == "match":
                 log.debug("ssh config %s:%d: Match block skipped", where, lineno)
                 state = None
             elif key == "include":
                 if state is not None:
                     for item in split_args(raw):
-                        self.include(item, state, never, depth + 1, f"{where}:{lineno}")
+                        self.include(item, state, depth + 1, f"{where}:{lineno}")
             elif self.applies(state) and key not in self.found:
                 if key in ROUTING_KEYS and any(k in self.found for k in ROUTING_KEYS):
                     continue  # whichever of ProxyCommand and ProxyJump comes first wins
                 self.found[key] = _option_value(key, raw)
 
-    def file(self, path: Path, state: str | None, never: bool, depth: int) -> None:
+    def file(self, path: Path, state: str | None, depth: int) -> None:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             log.debug("ssh config %s not read: %s", path, exc)
             return
-        self.lines(text.splitlines(), str(path), state, never, depth)
+        self.lines(text.splitlines(), str(path), state, depth)
 
-    def include(self, item: str, state: str | None, never: bool, depth: int, where: str) -> None:
+    def include(self, item: str, state: str | None, depth: int, where: str) -> None:
         if depth > MAX_INCLUDE_DEPTH:
             log.warning("ssh config %s: Include nested deeper than %d", where, MAX_INCLUDE_DEPTH)
             return
@@ -302,7 +300,7 @@ class _Resolver:
         if not os.path.isabs(pattern):
             pattern = str(Path("~/.ssh").expanduser() / pattern)
         for included in sorted(glob.glob(pattern)):
-            self.file(Path(included), state, never, depth)
+            self.file(Path(included), state, depth)
 
 
 def read_host_entry(
@@ -314,7 +312,7 @@ def read_host_entry(
     ``ProxyCommand`` which keep the rest of their line; ``%`` tokens are left for the caller
     (see ``expand_tokens``), because what they stand for depends on the connection."""
     resolver = _Resolver(name, catch_all)
-    resolver.file(Path(config_file).expanduser(), "all", False, 0)
+    resolver.file(Path(config_file).expanduser(), "all", 0)
     return resolver.found
 
 
@@ -436,7 +434,7 @@ class SshConfig:
         """The options ``name`` gets from this text and the files it includes: the same
         resolution as ``read_host_entry`` (every matching block, first value wins)."""
         resolver = _Resolver(name, catch_all)
-        resolver.lines(self.lines, "<ssh config>", "all", False, 0)
+        resolver.lines(self.lines, "<ssh config>", "all", 0)
         return resolver.found
 
     def _indent(self, block: Block) -> str:
