@@ -333,7 +333,7 @@ def test_long_poll_returns_on_change_and_after_wait(tmp_path):
     async def main() -> None:
         registry, workspace, _, _ = make(tmp_path, state="TERMINATED", steady_refresh_interval=0.05)
         conn = await registry.connection("demo", "c1")
-        await asyncio.sleep(0.1)
+        await until(lambda: conn.state == "terminated")
         version = conn.version
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -364,10 +364,9 @@ def test_polls_do_not_call_upstream_and_idle_pauses(tmp_path):
         for _ in range(200):
             await registry.connection("demo", "c1")
         assert len(workspace.calls) - before <= 1
-        await asyncio.sleep(0.8)
-        assert conn.paused
+        await until(lambda: conn.paused)  # idle_pause after the last request
         paused_calls = len(workspace.calls)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # more than two steady intervals: none of them reads
         assert len(workspace.calls) == paused_calls
         workspace.state = "PENDING"
         await registry.connection("demo", "c1")  # wakes the refresh and waits for it

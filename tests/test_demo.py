@@ -192,7 +192,10 @@ def test_demo_runs_a_notebook_on_the_simulated_driver_and_stops_cleanly(
             pytest.fail("the demo did not stop on SIGINT:\n" + "\n".join(lines))
     assert proc.returncode == 0, "\n".join(lines)
     assert "Demo stopped." in lines
-    time.sleep(0.5)
+    # the demo's children are gone once they are reaped; wait for that, boundedly
+    deadline = time.monotonic() + 30
+    while _processes_mentioning(str(root)) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _processes_mentioning(str(root)) == []
 
 
