@@ -126,8 +126,8 @@ subprocess.run(
     ],
     check=True,
 )
-c.DatabricksLabsJupyterLab.driver_requirements = ["ipykernel>=6.0", PROBE]
-c.DatabricksLabsJupyterLab.pip_args = pip_args
+c.DatabricksLabsDriver.driver_requirements = ["ipykernel>=6.0", PROBE]
+c.DatabricksLabsDriver.pip_args = pip_args
 
 kernel_name = kernelspecs.create_kernelspec(PROFILE, cluster_id, CLUSTER_NAME, env=CLUSTER_NAME)
 spark_kernel_name = ""
