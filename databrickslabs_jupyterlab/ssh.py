@@ -9,6 +9,10 @@ pins one key per driver and lets it change only with a driver restart.
 
 The errors are sentences for people: every failure leaves as one of the ``SshError`` classes
 below, never as an asyncssh or OS exception, so callers can show it as it is.
+
+``connect`` reads and writes files (keys, host-key records, a jump host's config entry) only in
+worker threads, since it runs on the server's event loop; ``resolve_target`` and
+``cluster_identity_file`` read the SSH config and are for a thread (or a CLI without a loop).
 """
 
 from __future__ import annotations
@@ -261,14 +265,21 @@ def _connect_error(exc: BaseException, hop: _Hop, timeout: float) -> SshError:
     return SshError(f"SSH to the {where} failed: {exc}.")
 
 
-def _identity_path(hop: _Hop) -> str:
+def _load_identity(hop: _Hop) -> list[asyncssh.SSHKeyPair]:
+    """The hop's private key (with its ``-cert.pub`` when there is one), read here because
+    asyncssh would read a key given by path on the event loop: call it in a thread."""
     identity = os.path.expanduser(hop.identity_file)
     if not os.path.isfile(identity):
         raise SshAuthFailed(
             f"The SSH key {identity} for the {hop.label} does not exist; create it and add its "
             f"public key to the cluster's SSH public keys."
         )
-    return identity
+    try:
+        return asyncssh.load_keypairs([identity], passphrase=None)
+    except asyncssh.KeyImportError as exc:
+        raise _connect_error(exc, hop, 0) from None
+    except OSError as exc:
+        raise SshAuthFailed(f"The SSH key {identity} could not be read: {exc.strerror}.") from None
 
 
 def _proxy_argv(target: SshTarget) -> list[str]:
@@ -295,7 +306,7 @@ async def _connect_hop(
     """Log in to one hop. The host key record is read before and written after the handshake
     in a thread (see ``hostkeys``); a key accepted during key exchange is recorded even when the
     login then fails, as OpenSSH records it before authenticating."""
-    identity = await asyncio.to_thread(_identity_path, hop)
+    keys = await asyncio.to_thread(_load_identity, hop)
     pin = await host_keys.pin(hop.key_name, hop.driver_start, hop.label)
     client = _Client(pin)
     options: dict[str, object] = {}
@@ -310,7 +321,7 @@ async def _connect_hop(
             hop.host,
             hop.port,
             username=hop.user,
-            client_keys=[identity],
+            client_keys=keys,
             passphrase=None,
             agent_path=None,
             agent_forwarding=False,
