@@ -495,7 +495,12 @@ class ClusterConnection:
             restart=self.registry.restart_kernels,
         )
         # The set itself: a kernel named by a second request during the operation comes along.
-        await lifecycle.run(kind, restart_kernels=restart_kernels, named_kernels=self._op_kernels)
+        await lifecycle.run(
+            kind,
+            restart_kernels=restart_kernels,
+            named_kernels=self._op_kernels,
+            check_libraries=bool(self._missing),
+        )
 
     def _logged_in(self, info: ClusterInfo) -> None:
         key = (info.driver_start, info.public_dns)

@@ -275,8 +275,12 @@ class Lifecycle:
         *,
         restart_kernels: str = "never",
         named_kernels: Iterable[str] = (),
+        check_libraries: bool = False,
     ) -> Outcome:
-        """Walk the steps of ``start`` (from any state) or ``reconfigure`` (a running cluster)."""
+        """Walk the steps of ``start`` (from any state) or ``reconfigure`` (a running cluster).
+
+        A reconfigure, or ``check_libraries`` (the caller saw a library missing), checks the
+        driver's libraries even on a driver start remembered as prepared."""
         check_request(kind, restart_kernels)
         cid = self.cluster_id
         public_key, pub_path = await self.public_key()
@@ -300,7 +304,9 @@ class Lifecycle:
             self.progress.step(
                 "installing", f"Checking the libraries on the driver of cluster {cid}."
             )
-            installed = await self.prepare(link, info, force=kind == "reconfigure")
+            installed = await self.prepare(
+                link, info, force=kind == "reconfigure" or check_libraries
+            )
         finally:
             await link.close()
         outcome = Outcome(info=info, link_user=link.user, installed=installed)

@@ -38,8 +38,9 @@ def check(name: str, body: Any) -> Any:
     return body
 
 
-def server_config(sim_profile: Any, **extension: Any) -> dict[str, Any]:
-    """The Jupyter server config of these tests, with fast cadences and short timeouts.
+def server_config(sim_profile: Any, **driver: Any) -> dict[str, Any]:
+    """The Jupyter server config of these tests, with fast cadences and short timeouts;
+    ``driver`` adds driver settings (``c.DatabricksLabsDriver``).
 
     pytest-jupyter points HOME elsewhere, so the key is named explicitly."""
     return {
@@ -50,13 +51,15 @@ def server_config(sim_profile: Any, **extension: Any) -> dict[str, Any]:
         "DatabricksLabsJupyterLab": {
             "refresh_interval": 0.2,
             "steady_refresh_interval": 1.0,
-            "workspace_retry_timeout": 2,
-            "workspace_http_timeout": 2,
             "ssh_check_timeout": 3,
             "first_read_wait": 3,
             "ssh_ready_timeout": 20,
+        },
+        "DatabricksLabsDriver": {
+            "workspace_retry_timeout": 2,
+            "workspace_http_timeout": 2,
             "identity_file": str(sim_profile.identity_file),
-            **extension,
+            **driver,
         },
     }
 
