@@ -38,6 +38,12 @@ export type OperationStep =
   | 'restarting-kernels'
   | 'done';
 
+/**
+ * Which running kernels of the cluster an operation restarts (disconnected
+ * or dead ones, and a kernel named in the request, restart in any case).
+ */
+export type RestartKernels = 'never' | 'if-installed' | 'always';
+
 export interface IOperation {
   kind: 'start' | 'reconfigure';
   step: OperationStep;
@@ -45,6 +51,27 @@ export interface IOperation {
   step_count: number;
   detail?: string | null;
   started_at?: string;
+  /** The restart choice of the request that started the operation. */
+  restart_kernels?: RestartKernels;
+  /** Ids of the kernels being restarted, once the restarting-kernels step began. */
+  kernels?: string[];
+}
+
+/** The optional body of a start or reconfigure request. */
+export interface IOperationRequest {
+  /** A kernel to restart at the end (e.g. the notebook's, lost with its driver). */
+  kernelId?: string | null;
+  /** Which running kernels may restart; the server's default is "never". */
+  restartKernels?: RestartKernels;
+}
+
+/**
+ * The answer to a start or reconfigure: `started` is false when the server
+ * had nothing to do (HTTP 200 on a connected cluster without an operation).
+ */
+export interface IOperationAnswer {
+  status: IClusterStatus;
+  started: boolean;
 }
 
 export interface IClusterEvent {
@@ -91,6 +118,11 @@ export interface IStatusQuery {
   signal?: AbortSignal;
 }
 
+/** Whether a start or reconfigure is still at work (`done` lingers a moment). */
+export function operationRunning(status: IClusterStatus | null): boolean {
+  return !!status?.operation && status.operation.step !== 'done';
+}
+
 /**
  * The calls the model needs. The model only sees this interface, so that unit
  * tests can give it a fake.
@@ -105,13 +137,15 @@ export interface IDatabricksApi {
   startCluster(
     profile: string,
     clusterId: string,
-    kernelId?: string | null
-  ): Promise<IClusterStatus>;
+    request?: IOperationRequest
+  ): Promise<IOperationAnswer>;
   reconfigureCluster(
     profile: string,
     clusterId: string,
-    kernelId?: string | null
-  ): Promise<IClusterStatus>;
+    request?: IOperationRequest
+  ): Promise<IOperationAnswer>;
+  /** `info.version` of the server's OpenAPI document ("1." + package version). */
+  getApiVersion(): Promise<string>;
 }
 
 /**
@@ -141,6 +175,18 @@ export async function requestAPI<T>(
   init: RequestInit = {},
   settings: ServerConnection.ISettings = ServerConnection.makeSettings()
 ): Promise<T> {
+  return (await requestWithStatus<T>(endPoint, init, settings)).data;
+}
+
+/**
+ * Make a request to the REST API and return its HTTP status and JSON body
+ * (for the calls whose 200 and 202 mean different things).
+ */
+export async function requestWithStatus<T>(
+  endPoint: string,
+  init: RequestInit = {},
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): Promise<{ status: number; data: T }> {
   const url = URLExt.join(settings.baseUrl, API_PATH, endPoint);
   let response: Response;
   try {
@@ -173,7 +219,7 @@ export async function requestAPI<T>(
       typeof body.reason === 'string' ? body.reason : ''
     );
   }
-  return data as T;
+  return { status: response.status, data: data as T };
 }
 
 function clusterPath(profile: string, clusterId: string): string {
@@ -221,30 +267,51 @@ export class DatabricksApi implements IDatabricksApi {
   startCluster(
     profile: string,
     clusterId: string,
-    kernelId?: string | null
-  ): Promise<IClusterStatus> {
-    return requestAPI<IClusterStatus>(
-      URLExt.join(clusterPath(profile, clusterId), 'start'),
-      {
-        method: 'POST',
-        body: JSON.stringify(kernelId ? { kernel_id: kernelId } : {})
-      },
-      this.serverSettings
-    );
+    request: IOperationRequest = {}
+  ): Promise<IOperationAnswer> {
+    return this._operate('start', profile, clusterId, request);
   }
 
   reconfigureCluster(
     profile: string,
     clusterId: string,
-    kernelId?: string | null
-  ): Promise<IClusterStatus> {
-    return requestAPI<IClusterStatus>(
-      URLExt.join(clusterPath(profile, clusterId), 'reconfigure'),
-      {
-        method: 'POST',
-        body: JSON.stringify(kernelId ? { kernel_id: kernelId } : {})
-      },
+    request: IOperationRequest = {}
+  ): Promise<IOperationAnswer> {
+    return this._operate('reconfigure', profile, clusterId, request);
+  }
+
+  async getApiVersion(): Promise<string> {
+    const doc = await requestAPI<{ info?: { version?: unknown } }>(
+      'openapi.json',
+      { method: 'GET' },
       this.serverSettings
     );
+    const version = doc?.info?.version;
+    if (typeof version !== 'string') {
+      throw new ApiError('The OpenAPI document has no info.version.', 200);
+    }
+    return version;
+  }
+
+  private async _operate(
+    kind: 'start' | 'reconfigure',
+    profile: string,
+    clusterId: string,
+    request: IOperationRequest
+  ): Promise<IOperationAnswer> {
+    const body: { kernel_id?: string; restart_kernels?: RestartKernels } = {};
+    if (request.kernelId) {
+      body.kernel_id = request.kernelId;
+    }
+    if (request.restartKernels) {
+      body.restart_kernels = request.restartKernels;
+    }
+    const answer = await requestWithStatus<IClusterStatus>(
+      URLExt.join(clusterPath(profile, clusterId), kind),
+      { method: 'POST', body: JSON.stringify(body) },
+      this.serverSettings
+    );
+    // 202: an operation runs (new or already running); 200: nothing to do.
+    return { status: answer.data, started: answer.status !== 200 };
   }
 }

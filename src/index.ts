@@ -1,28 +1,30 @@
 /**
  * Wiring of the status plugin: the model follows the current notebook or
  * console, the item sits in the status bar, commands go to the palette,
- * settings are followed live.
+ * settings are followed live, the server's version is checked once.
  */
 import {
   ILabShell,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, ISessionContext } from '@jupyterlab/apputils';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
-import { Widget } from '@lumino/widgets';
 
 import { DatabricksApi } from './api';
+import { CurrentSession } from './current';
 import {
   makeRestartPrompt,
-  reconfigureCluster,
+  reconfigureCommand,
   restartCluster,
   showDetails
 } from './dialogs';
-import { IStatusSettings, LocalKernelStatus, StatusModel } from './model';
+import { IStatusSettings, StatusModel } from './model';
+import { kernelPaths, makeKernelNamer } from './restarts';
 import { StatusItem } from './statusbar';
+import { checkServerVersion } from './version';
 
 const PLUGIN_ID = 'databrickslabs-jupyterlab:status';
 
@@ -30,61 +32,6 @@ export namespace CommandIDs {
   export const restart = 'databrickslabs-jupyterlab:restart-cluster';
   export const reconfigure = 'databrickslabs-jupyterlab:reconfigure-cluster';
   export const details = 'databrickslabs-jupyterlab:show-details';
-}
-
-/** The session context of a notebook or console panel, if the widget has one. */
-function sessionContextOf(widget: Widget | null): ISessionContext | null {
-  const context = (widget as { sessionContext?: ISessionContext } | null)
-    ?.sessionContext;
-  return context && typeof context.kernelChanged?.connect === 'function'
-    ? context
-    : null;
-}
-
-/**
- * Whether the session's kernel connection has a websocket still opening.
- * `KernelConnection` keeps its socket in a private field; where it is not
- * found (another JupyterLab version) the answer is unknown.
- */
-function handshaking(context: ISessionContext | null): boolean | undefined {
-  const kernel = context?.session?.kernel as unknown as { _ws?: unknown } | null | undefined;
-  if (!kernel || !('_ws' in kernel)) {
-    return undefined;
-  }
-  const ws = kernel._ws as { readyState?: number } | null;
-  return ws !== null && ws?.readyState === WebSocket.CONNECTING;
-}
-
-/**
- * Connect the browser again to the kernel of a session after the server
- * restarted it on a restarted cluster. A connection the browser gave up as
- * dead cannot reconnect, so the session gets a new one for the same kernel.
- */
-function reattach(context: ISessionContext | null): void {
-  const session = context?.session;
-  const kernel = session?.kernel;
-  if (!session || !kernel) {
-    return;
-  }
-  if (!kernel.isDisposed && kernel.status !== 'dead') {
-    void kernel.reconnect().catch(reason => {
-      console.warn('databrickslabs-jupyterlab: kernel reconnect failed', reason);
-    });
-    return;
-  }
-  // No public API does this: `changeKernel({ id })` with the same id gets the
-  // same session model back, and a model naming the current kernel keeps the
-  // disposed connection. `update` (public on the `SessionConnection` class,
-  // not on the `ISessionConnection` interface) is how the session manager
-  // applies server models; a kernel model with another id (here: none, then
-  // the same) sets up a new connection.
-  const update = (session as unknown as { update?: (model: unknown) => void }).update;
-  if (typeof update !== 'function') {
-    return;
-  }
-  const model = session.model;
-  update.call(session, { ...model, kernel: null });
-  update.call(session, { ...model, kernel: { id: kernel.id, name: kernel.name } });
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -104,54 +51,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const trans = (translator ?? nullTranslator).load('databrickslabs_jupyterlab');
     const api = new DatabricksApi(app.serviceManager.serverSettings);
-    // Follow the current notebook or console, its kernel and its restarts.
-    let context: ISessionContext | null = null;
+    const current = new CurrentSession();
+    let reattachWarned = false;
     const model = new StatusModel({
       api,
       prompt: makeRestartPrompt(trans),
-      reconnect: () => reattach(context),
-      handshaking: () => handshaking(context)
+      reconnect: () => {
+        if (current.reattach() === 'unsupported' && !reattachWarned) {
+          reattachWarned = true;
+          Notification.warning(
+            trans.__(
+              'The kernel runs again on the cluster, but this JupyterLab version cannot reconnect the page to it. Reload the page.'
+            ),
+            { autoClose: false }
+          );
+        }
+      },
+      handshaking: () => current.handshaking()
     });
+    current.follow(labShell ?? app.shell, app.restored, model);
 
-    const onKernelChanged = () => {
-      model.setKernel(context?.session?.kernel?.id ?? null);
-      onStatus();
-    };
-    const onStatus = () => {
-      const kernel = context?.session?.kernel;
-      if (!kernel) {
-        return;
-      }
-      const connection = kernel.connectionStatus;
-      model.setLocalStatus(
-        (connection === 'connected' ? kernel.status : connection) as LocalKernelStatus
-      );
-    };
-    const follow = (widget: Widget | null) => {
-      const next = sessionContextOf(widget);
-      if (next === context) {
-        return;
-      }
-      if (context) {
-        context.kernelChanged.disconnect(onKernelChanged);
-        context.statusChanged.disconnect(onStatus);
-        context.connectionStatusChanged.disconnect(onStatus);
-      }
-      context = next;
-      if (context) {
-        context.kernelChanged.connect(onKernelChanged);
-        context.statusChanged.connect(onStatus);
-        context.connectionStatusChanged.connect(onStatus);
-      }
-      onKernelChanged();
-    };
-    const shell = labShell ?? app.shell;
-    if (shell.currentChanged) {
-      shell.currentChanged.connect((_, args) => follow(args.newValue));
-    }
-    void app.restored.then(() => follow(shell.currentWidget ?? null));
-
-    const openDetails = () => void showDetails(model, trans);
+    const nameKernel = makeKernelNamer(() =>
+      kernelPaths(app.serviceManager.sessions.running())
+    );
+    const openDetails = () => void showDetails(model, trans, nameKernel);
     const item = new StatusItem(model, trans, openDetails);
     statusBar.registerStatusItem(PLUGIN_ID, {
       item,
@@ -171,7 +94,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: trans.__('Reconfigure Databricks Cluster'),
       caption: trans.__('Set up SSH and the driver libraries again'),
       isEnabled: () => model.canReconfigure,
-      execute: () => reconfigureCluster(model, trans)
+      execute: () => reconfigureCommand(model, trans, nameKernel)
     });
     app.commands.addCommand(CommandIDs.details, {
       label: trans.__('Show Databricks Cluster Details'),
@@ -200,6 +123,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
           console.error('databrickslabs-jupyterlab: cannot load settings', reason);
         });
     }
+
+    void checkServerVersion(
+      api,
+      message => Notification.warning(message, { autoClose: false }),
+      (text, ...args) => trans.__(text, ...args)
+    );
   }
 };
 

@@ -7,63 +7,59 @@ import { IDisposable } from '@lumino/disposable';
 import { IPoll, Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import type {
+import {
   ClusterState,
   IClusterStatus,
   IDatabricksApi,
   IKernelStatus,
-  KernelState
+  IOperationAnswer,
+  KernelState,
+  OperationStep,
+  operationRunning,
+  RestartKernels
 } from './api';
+import { LocalKernelStatus, ReconnectPolicy } from './reconnect';
+import {
+  DEFAULT_SETTINGS,
+  IStatusSettings,
+  MIN_REFRESH_INTERVAL,
+  normalizeSettings
+} from './settings';
 
-/** What the item shows: a cluster state, refined by the kernel's state. */
-export type DisplayState = ClusterState | 'running-spark' | 'kernel-disconnected';
-
-/** User settings (schema/status.json). */
-export interface IStatusSettings {
-  /** Offer a restart when the cluster becomes terminated or unreachable. */
-  autoPrompt: boolean;
-  /** Milliseconds between two status requests (the pause after a long poll answers). */
-  refreshInterval: number;
-}
-
-export const DEFAULT_SETTINGS: IStatusSettings = {
-  autoPrompt: true,
-  refreshInterval: 1000
-};
-
-/** Pause between two attempts to reconnect the browser to a kernel (ms). */
-export const RECONNECT_PAUSE = 3000;
+export { DEFAULT_SETTINGS, MIN_REFRESH_INTERVAL, operationRunning };
+export type { IStatusSettings, LocalKernelStatus };
 
 /**
- * How long a websocket handshake still in progress is left alone (ms):
- * jupyter_server answers it once the kernel replies to `kernel_info`, waiting
- * up to its `kernel_info_timeout` (60 s by default), and a kernel busy with a
- * cell (or attaching Spark) replies only after it.
+ * What the item shows: a cluster state, refined by the kernel's state, or
+ * the step of a running operation (never plain `connected` meanwhile).
  */
-export const HANDSHAKE_GRACE = 65 * 1000;
+export type DisplayState =
+  | ClusterState
+  | 'running-spark'
+  | 'kernel-disconnected'
+  | 'restarting-kernels';
 
-/** Smallest accepted refresh interval, so a bad setting cannot flood the server. */
-export const MIN_REFRESH_INTERVAL = 250;
+/** The state shown for each step of a running operation. */
+const STEP_STATES: { [step in OperationStep]: DisplayState | null } = {
+  starting: 'starting',
+  configuring: 'configuring',
+  installing: 'installing',
+  'restarting-kernels': 'restarting-kernels',
+  done: null
+};
+
+/** Kernel states in which a kernel still holds its variables. */
+const LIVE_KERNEL_STATES: ReadonlySet<KernelState> = new Set<KernelState>([
+  'starting',
+  'running',
+  'running-spark'
+]);
 
 /** States in which the cluster needs a start: they trigger the restart dialog. */
 const PROMPT_STATES: ReadonlySet<ClusterState> = new Set<ClusterState>([
   'terminated',
   'unreachable'
 ]);
-
-/** Local connection states of the kernel (from the session context). */
-export type LocalKernelStatus =
-  | 'unknown'
-  | 'starting'
-  | 'idle'
-  | 'busy'
-  | 'terminating'
-  | 'restarting'
-  | 'autorestarting'
-  | 'dead'
-  | 'connected'
-  | 'connecting'
-  | 'disconnected';
 
 export namespace StatusModel {
   export interface IOptions {
@@ -87,7 +83,7 @@ export namespace StatusModel {
     /**
      * Whether the browser's connection to the current kernel has a websocket
      * handshake in progress (undefined when that cannot be told). Such an
-     * attempt is not interrupted before `HANDSHAKE_GRACE`.
+     * attempt is not interrupted before `HANDSHAKE_GRACE` (reconnect.ts).
      */
     handshaking?: () => boolean | undefined;
   }
@@ -105,11 +101,6 @@ function isAbort(error: unknown): boolean {
   return (error as { name?: string })?.name === 'AbortError';
 }
 
-/** Whether a start or reconfigure is still at work (`done` lingers a moment). */
-export function operationRunning(status: IClusterStatus): boolean {
-  return !!status.operation && status.operation.step !== 'done';
-}
-
 function clusterKey(status: { profile: string; cluster_id: string }): string {
   return `${status.profile}/${status.cluster_id}`;
 }
@@ -121,8 +112,18 @@ export class StatusModel implements IDisposable {
     this._wait = options.longPollWait ?? 25;
     this._maxBackoff = options.maxBackoff ?? 30 * 1000;
     this._prompt = options.prompt ?? null;
-    this._reconnect = options.reconnect ?? null;
-    this._handshaking = options.handshaking ?? null;
+    const reconnect = options.reconnect;
+    this._reconnect = reconnect
+      ? new ReconnectPolicy({
+          reconnect,
+          handshaking: options.handshaking,
+          situation: () => ({
+            localStatus: this._localStatus,
+            cluster: this._cluster,
+            kernelState: this._kernel?.kernel_state
+          })
+        })
+      : null;
     this._poll = new Poll<void, unknown>({
       name: 'databrickslabs-jupyterlab:status',
       factory: () => this._tick(),
@@ -140,15 +141,7 @@ export class StatusModel implements IDisposable {
 
   /** Clamp user settings into the accepted ranges. */
   static normalize(settings: Partial<IStatusSettings>): IStatusSettings {
-    const interval = Number(
-      settings.refreshInterval ?? DEFAULT_SETTINGS.refreshInterval
-    );
-    return {
-      autoPrompt: settings.autoPrompt ?? DEFAULT_SETTINGS.autoPrompt,
-      refreshInterval: Number.isFinite(interval)
-        ? Math.max(MIN_REFRESH_INTERVAL, Math.round(interval))
-        : DEFAULT_SETTINGS.refreshInterval
-    };
+    return normalizeSettings(settings);
   }
 
   /** Emitted whenever anything the view shows may have changed. */
@@ -206,6 +199,12 @@ export class StatusModel implements IDisposable {
       return null;
     }
     const state = this._cluster.state;
+    const op = this._cluster.operation;
+    if (op && operationRunning(this._cluster) && state !== 'error') {
+      // The operation's step, whatever the cluster's state: during the
+      // restart of its kernels the cluster is already connected.
+      return STEP_STATES[op.step] ?? state;
+    }
     if (state !== 'connected') {
       return state;
     }
@@ -246,6 +245,36 @@ export class StatusModel implements IDisposable {
     );
   }
 
+  /**
+   * The cluster's kernels that still hold their variables: the ones a
+   * reconfigure may restart.
+   */
+  get liveKernels(): string[] {
+    return (this._cluster?.kernels ?? [])
+      .filter(k => LIVE_KERNEL_STATES.has(k.kernel_state))
+      .map(k => k.kernel_id);
+  }
+
+  /**
+   * Whether "Restart cluster" names the current kernel for a restart: only
+   * when it is lost anyway (terminated cluster, dead or disconnected kernel).
+   * Disconnected kernels are restarted by the server in any case.
+   */
+  get restartNamesKernel(): boolean {
+    const c = this._cluster;
+    if (!c || this._kernelId === null) {
+      return false;
+    }
+    const kernelState = this._kernel?.kernel_state;
+    return (
+      c.state === 'terminated' ||
+      c.state === 'terminating' ||
+      c.cluster_state === 'TERMINATED' ||
+      kernelState === 'dead' ||
+      kernelState === 'disconnected'
+    );
+  }
+
   /** Follow new settings at once. */
   updateSettings(settings: Partial<IStatusSettings>): void {
     const next = StatusModel.normalize({ ...this._settings, ...settings });
@@ -266,6 +295,7 @@ export class StatusModel implements IDisposable {
       return;
     }
     this._abortRequest();
+    this._reconnect?.reset();
     this._kernelId = kernelId;
     this._kernel = null;
     this._cluster = null;
@@ -290,9 +320,7 @@ export class StatusModel implements IDisposable {
       return;
     }
     this._localStatus = status;
-    if (status === 'connecting') {
-      this._connectingSince = Date.now();
-    }
+    this._reconnect?.noteLocalStatus(status);
     if (this._kernelId === null) {
       return;
     }
@@ -309,7 +337,7 @@ export class StatusModel implements IDisposable {
       this._kernelDirty = true;
       this._refreshSoon();
     }
-    this._maybeReconnect();
+    this._reconnect?.check();
     this._changed.emit();
   }
 
@@ -324,16 +352,25 @@ export class StatusModel implements IDisposable {
   }
 
   /**
-   * Start the cluster (or re-run the set-up when it runs); the current
-   * kernel is restarted by the server at the end. Throws the server's error.
+   * Start the cluster (or re-run the set-up when it runs). The current
+   * kernel is named for a restart only when it is lost anyway
+   * (`restartNamesKernel`); running kernels are left alone. `started` is
+   * false when the server had nothing to do. Throws the server's error.
    */
-  async restart(): Promise<IClusterStatus> {
-    return this._operate('start');
+  async restart(): Promise<IOperationAnswer> {
+    const kernelId = this.restartNamesKernel ? this._kernelId : null;
+    return this._operate('start', kernelId, 'never');
   }
 
-  /** Reconfigure the running cluster. Throws the server's error. */
-  async reconfigure(): Promise<IClusterStatus> {
-    return this._operate('reconfigure');
+  /**
+   * Reconfigure the running cluster; `restartKernels` says which running
+   * kernels may restart (the server's default: none). Throws the server's
+   * error.
+   */
+  async reconfigure(
+    restartKernels: RestartKernels = 'never'
+  ): Promise<IOperationAnswer> {
+    return this._operate('reconfigure', null, restartKernels);
   }
 
   /**
@@ -363,7 +400,7 @@ export class StatusModel implements IDisposable {
     this._isDisposed = true;
     this._abortRequest();
     clearTimeout(this._soonTimer);
-    clearTimeout(this._reconnectTimer);
+    this._reconnect?.dispose();
     this._poll.dispose();
     Signal.clearData(this);
   }
@@ -463,53 +500,7 @@ export class StatusModel implements IDisposable {
     }
     this._changed.emit();
     this._checkPrompt(status);
-    this._maybeReconnect();
-  }
-
-  /**
-   * Bring the browser's kernel connection back once the server says the
-   * kernel runs again (the browser's own attempts back off for minutes or
-   * give up). Retried every few seconds while the condition holds.
-   */
-  private _maybeReconnect(): void {
-    clearTimeout(this._reconnectTimer);
-    const cluster = this._cluster;
-    const kernelState = this._kernel?.kernel_state;
-    if (
-      this._isDisposed ||
-      !this._reconnect ||
-      !['disconnected', 'connecting', 'dead'].includes(this._localStatus) ||
-      !cluster ||
-      cluster.state !== 'connected' ||
-      operationRunning(cluster) ||
-      (kernelState !== 'running' && kernelState !== 'running-spark')
-    ) {
-      return;
-    }
-    // The browser's own attempt gets its time first: closing a websocket still in
-    // its handshake (as after every kernel start) makes jupyter_server fail that
-    // request with an AttributeError on the connection it already dropped.
-    const connecting = this._localStatus === 'connecting';
-    const since = connecting
-      ? Math.max(this._lastReconnect, this._connectingSince)
-      : this._lastReconnect;
-    let wait = since + RECONNECT_PAUSE - Date.now();
-    if (connecting && wait <= 0 && this._handshaking?.() === true) {
-      // The server is still waiting for the kernel: check again later.
-      const cap = since + HANDSHAKE_GRACE - Date.now();
-      wait = cap > 0 ? Math.min(RECONNECT_PAUSE, cap) : 0;
-    }
-    if (wait > 0) {
-      this._reconnectTimer = setTimeout(() => this._maybeReconnect(), wait);
-      return;
-    }
-    this._lastReconnect = Date.now();
-    try {
-      this._reconnect();
-    } catch (error) {
-      console.error('databrickslabs-jupyterlab: kernel reconnect failed', error);
-    }
-    this._reconnectTimer = setTimeout(() => this._maybeReconnect(), RECONNECT_PAUSE);
+    this._reconnect?.check();
   }
 
   /**
@@ -539,34 +530,35 @@ export class StatusModel implements IDisposable {
     });
   }
 
-  private async _operate(kind: 'start' | 'reconfigure'): Promise<IClusterStatus> {
+  private async _operate(
+    kind: 'start' | 'reconfigure',
+    restartKernel: string | null,
+    restartKernels: RestartKernels
+  ): Promise<IOperationAnswer> {
     const cluster = this._cluster;
     if (!cluster) {
       throw new Error('No Databricks cluster for the current kernel.');
     }
     const kernelId = this._kernelId;
+    const request = { kernelId: restartKernel, restartKernels };
     this._busy = true;
     this._changed.emit();
     try {
-      const status =
+      const answer =
         kind === 'start'
-          ? await this._api.startCluster(
-              cluster.profile,
-              cluster.cluster_id,
-              kernelId
-            )
+          ? await this._api.startCluster(cluster.profile, cluster.cluster_id, request)
           : await this._api.reconfigureCluster(
               cluster.profile,
               cluster.cluster_id,
-              kernelId
+              request
             );
       if (this._kernelId === kernelId && !this._isDisposed) {
         this._abortRequest();
-        this._applyCluster(status);
+        this._applyCluster(answer.status);
         this._kernelDirty = true;
         this._refreshNow();
       }
-      return status;
+      return answer;
     } finally {
       this._busy = false;
       this._changed.emit();
@@ -607,12 +599,7 @@ export class StatusModel implements IDisposable {
   private _prompt:
     | ((model: StatusModel, status: IClusterStatus) => Promise<void>)
     | null;
-  private _reconnect: (() => void) | null;
-  private _handshaking: (() => boolean | undefined) | null;
-  private _lastReconnect = 0;
-  /** When the local status last became 'connecting' (ms). */
-  private _connectingSince = 0;
-  private _reconnectTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private _reconnect: ReconnectPolicy | null;
   private _poll: Poll<void, unknown>;
   private _changed = new Signal<this, void>(this);
   private _kernelId: string | null = null;

@@ -1,6 +1,6 @@
 /**
- * The status-bar item and the live details view: they render the model and
- * nothing else.
+ * The status-bar item: it renders the model and nothing else. The labels of
+ * the states are shared with the details view (details.tsx).
  */
 import { ReactWidget } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
@@ -34,7 +34,8 @@ const ICONS: { [state in DisplayState]: LabIcon } = {
   terminated: stopIcon,
   unreachable: offlineBoltIcon,
   error: errorIcon,
-  'kernel-disconnected': closeIcon
+  'kernel-disconnected': closeIcon,
+  'restarting-kernels': refreshIcon
 };
 
 /** States with work in progress: their icon spins. */
@@ -42,6 +43,7 @@ const BUSY_STATES: ReadonlySet<DisplayState> = new Set<DisplayState>([
   'starting',
   'configuring',
   'installing',
+  'restarting-kernels',
   'terminating'
 ]);
 
@@ -73,10 +75,13 @@ export function stateLabel(
       return trans.__('error');
     case 'kernel-disconnected':
       return trans.__('kernel disconnected');
+    case 'restarting-kernels':
+      return trans.__('restarting kernels');
   }
+  return state;
 }
 
-/** "step i/n" of a running operation, or an empty string. */
+/** "i/n" (the step of a running operation), or an empty string. */
 export function stepText(
   cluster: IClusterStatus | null,
   trans: TranslationBundle
@@ -85,7 +90,7 @@ export function stepText(
   if (!cluster || !op || !op.step_count || !operationRunning(cluster)) {
     return '';
   }
-  return trans.__('step %1/%2', op.step_index, op.step_count);
+  return trans.__('%1/%2', op.step_index, op.step_count);
 }
 
 export function clusterTitle(cluster: IClusterStatus | null): string {
@@ -131,7 +136,7 @@ export class StatusItem extends ReactWidget {
     const trans = this._trans;
     const Icon = ICONS[state];
     const step = stepText(cluster, trans);
-    const detail = cluster.operation?.detail ?? '';
+    const detail = operationRunning(cluster) ? cluster.operation?.detail ?? '' : '';
     const label = stateLabel(state, trans);
     const tooltip = [
       trans.__('Databricks cluster %1 (profile %2)', clusterTitle(cluster), cluster.profile),
@@ -167,132 +172,8 @@ export class StatusItem extends ReactWidget {
         <span className="jp-DatabricksStatus-name">{clusterTitle(cluster)}</span>
         <span className="jp-DatabricksStatus-state">{label}</span>
         {step && <span className="jp-DatabricksStatus-step">{step}</span>}
-        {detail && state === 'installing' && (
+        {detail && (
           <span className="jp-DatabricksStatus-detail">{detail}</span>
-        )}
-      </div>
-    );
-  }
-}
-
-/**
- * The body of the details dialog; it follows the model while open.
- */
-export class DetailsView extends ReactWidget {
-  constructor(
-    readonly model: StatusModel,
-    private readonly _trans: TranslationBundle
-  ) {
-    super();
-    this.addClass('jp-DatabricksDetails');
-    this.model.changed.connect(this._onChange, this);
-  }
-
-  dispose(): void {
-    this.model.changed.disconnect(this._onChange, this);
-    super.dispose();
-  }
-
-  private _onChange(): void {
-    this.update();
-  }
-
-  protected render(): JSX.Element {
-    const trans = this._trans;
-    const model = this.model;
-    const cluster = model.cluster;
-    const state = model.displayState;
-    if (!cluster || !state) {
-      return (
-        <p>{trans.__('The current kernel does not run on a Databricks cluster.')}</p>
-      );
-    }
-    const op = cluster.operation;
-    const events = [...(cluster.events ?? [])].reverse();
-    return (
-      <div>
-        <table className="jp-DatabricksDetails-table">
-          <tbody>
-            <tr>
-              <th>{trans.__('Cluster')}</th>
-              <td>
-                {clusterTitle(cluster)}{' '}
-                <code className="jp-DatabricksDetails-id">{cluster.cluster_id}</code>
-              </td>
-            </tr>
-            <tr>
-              <th>{trans.__('Profile')}</th>
-              <td>{cluster.profile}</td>
-            </tr>
-            <tr>
-              <th>{trans.__('State')}</th>
-              <td>
-                <span className={`jp-DatabricksDetails-state jp-mod-${state}`}>
-                  {stateLabel(state, trans)}
-                </span>
-                {cluster.cluster_state && (
-                  <span className="jp-DatabricksDetails-muted">
-                    {' '}
-                    {trans.__('(Databricks: %1)', cluster.cluster_state)}
-                  </span>
-                )}
-              </td>
-            </tr>
-            <tr>
-              <th>{trans.__('Kernel')}</th>
-              <td>{model.kernel?.kernel_state ?? trans.__('unknown')}</td>
-            </tr>
-            {cluster.ssh && (
-              <tr>
-                <th>{trans.__('SSH')}</th>
-                <td>
-                  {cluster.ssh.reachable === true
-                    ? trans.__('reachable')
-                    : cluster.ssh.reachable === false
-                      ? trans.__('not reachable')
-                      : trans.__('not checked')}
-                  {cluster.ssh.error ? ` — ${cluster.ssh.error}` : ''}
-                </td>
-              </tr>
-            )}
-            <tr>
-              <th>{trans.__('Message')}</th>
-              <td className="jp-DatabricksDetails-message">{cluster.message}</td>
-            </tr>
-            {op && (
-              <tr>
-                <th>{trans.__('Operation')}</th>
-                <td>
-                  {op.kind === 'start' ? trans.__('start') : trans.__('reconfigure')}
-                  {': '}
-                  {op.step} ({stepText(cluster, trans)})
-                  {op.detail ? ` — ${op.detail}` : ''}
-                </td>
-              </tr>
-            )}
-            {model.failure && (
-              <tr>
-                <th>{trans.__('Server')}</th>
-                <td className="jp-DatabricksDetails-error">{model.failure}</td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-        <h3 className="jp-DatabricksDetails-heading">{trans.__('Events')}</h3>
-        {events.length === 0 ? (
-          <p className="jp-DatabricksDetails-muted">{trans.__('No events yet.')}</p>
-        ) : (
-          <ul className="jp-DatabricksDetails-events">
-            {events.map((event, i) => (
-              <li key={`${event.at}-${i}`}>
-                <span className="jp-DatabricksDetails-time">
-                  {new Date(event.at).toLocaleString()}
-                </span>{' '}
-                <span className="jp-DatabricksDetails-eventState">{event.state}</span>{' '}
-                {event.message}
-              </li>
-            ))}
-          </ul>
         )}
       </div>
     );

@@ -1,6 +1,7 @@
 /**
  * An in-memory stand-in for the REST API with the contract's long-poll
- * semantics, for unit tests of the model only.
+ * semantics, for unit tests of the model only. The tests run with jest's
+ * fake timers: `advance` and `waitFor` move the clock, nothing sleeps.
  */
 import type {
   ClusterState,
@@ -8,6 +9,8 @@ import type {
   IDatabricksApi,
   IKernelStatus,
   IOperation,
+  IOperationAnswer,
+  IOperationRequest,
   IStatusQuery,
   KernelState
 } from '../api';
@@ -45,6 +48,8 @@ export class FakeApi implements IDatabricksApi {
   operationError: Error | null = null;
   /** Aborted requests seen. */
   aborted = 0;
+  /** `info.version` of the OpenAPI document, or an error to throw. */
+  apiVersion: string | Error = '1.3.0.0';
 
   addCluster(
     cluster_id: string,
@@ -189,29 +194,44 @@ export class FakeApi implements IDatabricksApi {
   async startCluster(
     profile: string,
     clusterId: string,
-    kernelId?: string | null
-  ): Promise<IClusterStatus> {
-    this.calls.push({ method: 'startCluster', args: [profile, clusterId, kernelId], at: Date.now() });
+    request: IOperationRequest = {}
+  ): Promise<IOperationAnswer> {
+    this.calls.push({ method: 'startCluster', args: [profile, clusterId, request], at: Date.now() });
     if (this.operationError) {
       throw this.operationError;
     }
-    return this.update(clusterId, 'starting', {
+    const current = this.clusters.get(this._key(profile, clusterId))!;
+    if (current.state === 'connected' && !current.operation) {
+      // The server's 200: nothing to do on a connected cluster.
+      return { status: current, started: false };
+    }
+    const status = this.update(clusterId, 'starting', {
       operation: this.operation('start', 'starting', 1)
     }, profile);
+    return { status, started: true };
   }
 
   async reconfigureCluster(
     profile: string,
     clusterId: string,
-    kernelId?: string | null
-  ): Promise<IClusterStatus> {
-    this.calls.push({ method: 'reconfigureCluster', args: [profile, clusterId, kernelId], at: Date.now() });
+    request: IOperationRequest = {}
+  ): Promise<IOperationAnswer> {
+    this.calls.push({ method: 'reconfigureCluster', args: [profile, clusterId, request], at: Date.now() });
     if (this.operationError) {
       throw this.operationError;
     }
-    return this.update(clusterId, 'configuring', {
+    const status = this.update(clusterId, 'configuring', {
       operation: this.operation('reconfigure', 'configuring', 2)
     }, profile);
+    return { status, started: true };
+  }
+
+  async getApiVersion(): Promise<string> {
+    this.calls.push({ method: 'getApiVersion', args: [], at: Date.now() });
+    if (this.apiVersion instanceof Error) {
+      throw this.apiVersion;
+    }
+    return this.apiVersion;
   }
 
   operation(
@@ -235,7 +255,18 @@ export class FakeApi implements IDatabricksApi {
   private _waiters = new Set<() => void>();
 }
 
-/** Wait until `predicate` holds (checked every 10 ms) or fail after `timeout` ms. */
+/**
+ * Advance jest's fake clock by `ms`, running the timers and the promise
+ * callbacks they release on the way.
+ */
+export async function advance(ms: number): Promise<void> {
+  await jest.advanceTimersByTimeAsync(ms);
+}
+
+/**
+ * Advance the fake clock in 10 ms steps until `predicate` holds; fail after
+ * `timeout` ms of fake time.
+ */
 export async function waitFor(
   predicate: () => boolean,
   timeout = 3000,
@@ -244,12 +275,8 @@ export async function waitFor(
   const start = Date.now();
   while (!predicate()) {
     if (Date.now() - start > timeout) {
-      throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+      throw new Error(`timed out after ${timeout} ms (fake time) waiting for ${what}`);
     }
-    await new Promise(resolve => setTimeout(resolve, 10));
+    await advance(10);
   }
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise(resolve => setTimeout(resolve, ms));
 }

@@ -1,6 +1,12 @@
+/**
+ * Unit tests of the status model against the fake API, on jest's fake clock:
+ * `advance(ms)` and `waitFor` move time, nothing sleeps, so the timings
+ * asserted here hold on a loaded machine.
+ */
 import type { IClusterStatus } from '../api';
-import { MIN_REFRESH_INTERVAL, RECONNECT_PAUSE, StatusModel } from '../model';
-import { FakeApi, FakeApiError, sleep, waitFor } from './fakeapi';
+import { MIN_REFRESH_INTERVAL, StatusModel } from '../model';
+import { RECONNECT_PAUSE } from '../reconnect';
+import { advance, FakeApi, FakeApiError, waitFor } from './fakeapi';
 
 /** A prompt that records its calls and stays open until `close()`. */
 class Prompter {
@@ -37,6 +43,7 @@ describe('StatusModel', () => {
   };
 
   beforeEach(() => {
+    jest.useFakeTimers();
     api = new FakeApi();
     prompter = new Prompter();
     api.addCluster('c1', 'connected');
@@ -47,12 +54,14 @@ describe('StatusModel', () => {
     prompter.closeAll();
     model?.dispose();
     api.dispose();
+    jest.clearAllTimers();
+    jest.useRealTimers();
   });
 
   describe('finding the cluster', () => {
     it('stays hidden and idle without a kernel', async () => {
       make();
-      await sleep(600);
+      await advance(600);
       expect(model.visible).toBe(false);
       expect(model.displayState).toBeNull();
       expect(api.calls).toHaveLength(0);
@@ -74,7 +83,7 @@ describe('StatusModel', () => {
       make();
       model.setKernel('other');
       await waitFor(() => api.count('getKernel') === 1, 2000, 'lookup');
-      await sleep(800);
+      await advance(800);
       expect(model.visible).toBe(false);
       expect(api.count('getKernel')).toBe(1);
       expect(api.count('getCluster')).toBe(0);
@@ -85,7 +94,7 @@ describe('StatusModel', () => {
       make();
       model.setKernel('k1');
       await waitFor(() => api.count('getKernel') === 1, 2000, 'lookup');
-      await sleep(500);
+      await advance(500);
       expect(model.visible).toBe(false);
       expect(api.count('getKernel')).toBe(1);
     });
@@ -116,7 +125,7 @@ describe('StatusModel', () => {
       expect(model.visible).toBe(false);
       await waitFor(() => api.pending === 0, 1000, 'abort');
       const before = api.calls.length;
-      await sleep(600);
+      await advance(600);
       expect(api.calls.length).toBe(before);
     });
   });
@@ -141,7 +150,9 @@ describe('StatusModel', () => {
         ['starting', { cluster_state: 'PENDING', operation: api.operation('start', 'starting', 1) }],
         ['configuring', { cluster_state: 'RUNNING', operation: api.operation('start', 'configuring', 2) }],
         ['installing', { operation: api.operation('start', 'installing', 3, 'pip: ipykernel 7.4.0') }],
-        ['installing', { operation: api.operation('start', 'restarting-kernels', 4, 'kernel restarted') }],
+        // The server reports the cluster connected while its kernels restart:
+        // the item shows the step, not "connected".
+        ['connected', { operation: api.operation('start', 'restarting-kernels', 4, 'kernel restarted') }],
         ['connected', { operation: null }]
       ];
       for (const [state, extra] of steps) {
@@ -157,7 +168,7 @@ describe('StatusModel', () => {
         'starting',
         'configuring',
         'installing:pip: ipykernel 7.4.0',
-        'installing:kernel restarted',
+        'restarting-kernels:kernel restarted',
         'connected'
       ]);
     });
@@ -182,7 +193,7 @@ describe('StatusModel', () => {
       make({ longPollWait: 0.5 });
       model.setKernel('k1');
       await waitFor(() => api.pending === 1, 2000, 'long poll');
-      await sleep(2000);
+      await advance(2000);
       // 2 s = at most 3 periods of 0.5 s wait + 0.25 s pause, plus the first.
       expect(api.count('getCluster')).toBeLessThanOrEqual(4);
       expect(api.count('getKernel')).toBe(1);
@@ -217,7 +228,7 @@ describe('StatusModel', () => {
       api.update('c1', 'terminated', { kernels: [{ kernel_id: 'k1', kernel_state: 'dead' }] });
       await waitFor(() => model.displayState === 'terminated', 2000, 'terminated');
       model.setLocalStatus('disconnected');
-      await sleep(400);
+      await advance(400);
       api.update('c1', 'starting', { operation: api.operation('start', 'starting', 1) });
       api.update('c1', 'connected', {
         operation: api.operation('start', 'restarting-kernels', 4),
@@ -233,56 +244,15 @@ describe('StatusModel', () => {
       await waitFor(() => reconnects === 1, 2000, 'reconnect');
       expect(model.displayState).toBe('kernel-disconnected');
       model.refresh();
-      await sleep(300);
+      await advance(300);
       expect(reconnects).toBe(1); // not on every poll
       // Still disconnected a while later: one more attempt.
       await waitFor(() => reconnects === 2, RECONNECT_PAUSE + 1000, 'retry');
       model.setLocalStatus('connected');
       model.setLocalStatus('idle');
       expect(model.displayState).toBe('connected');
-      await sleep(RECONNECT_PAUSE + 200);
+      await advance(RECONNECT_PAUSE + 200);
       expect(reconnects).toBe(2); // connected again: no more attempts
-    });
-
-    it("leaves the browser's own connection attempt its time before reconnecting", async () => {
-      // Closing a websocket still in its handshake (a kernel just started) makes
-      // jupyter_server fail that request; the browser's attempt usually succeeds.
-      let reconnects = 0;
-      make({ reconnect: () => reconnects++, settings: { autoPrompt: false } });
-      model.setKernel('k1');
-      await waitFor(() => api.pending === 1, 2000, 'long poll');
-      expect(model.displayState).toBe('connected');
-      model.setLocalStatus('connecting');
-      await sleep(RECONNECT_PAUSE / 2);
-      model.setLocalStatus('connected');
-      model.setLocalStatus('idle');
-      await sleep(RECONNECT_PAUSE);
-      expect(reconnects).toBe(0);
-      // An attempt that goes on (the browser backs off) gets help after the pause.
-      model.setLocalStatus('connecting');
-      await sleep(RECONNECT_PAUSE / 2);
-      expect(reconnects).toBe(0);
-      await waitFor(() => reconnects === 1, RECONNECT_PAUSE, 'reconnect');
-    });
-
-    it('does not interrupt a websocket handshake the server is still answering', async () => {
-      // jupyter_server accepts the websocket once the kernel answers kernel_info,
-      // which a kernel busy attaching Spark does only later.
-      let reconnects = 0;
-      let inHandshake = true;
-      make({
-        reconnect: () => reconnects++,
-        handshaking: () => inHandshake,
-        settings: { autoPrompt: false }
-      });
-      model.setKernel('k1');
-      await waitFor(() => api.pending === 1, 2000, 'long poll');
-      model.setLocalStatus('connecting');
-      await sleep(RECONNECT_PAUSE * 2 + 500);
-      expect(reconnects).toBe(0);
-      // The handshake failed and the browser waits to try again: help at once.
-      inHandshake = false;
-      await waitFor(() => reconnects === 1, RECONNECT_PAUSE + 500, 'reconnect');
     });
 
     it('takes the kernel state from the cluster status when the server lists it', async () => {
@@ -321,7 +291,7 @@ describe('StatusModel', () => {
       api.update('c1', 'terminated', { message: 'still terminated' });
       model.refresh();
       await waitFor(() => model.cluster?.message === 'still terminated', 2000, 'update');
-      await sleep(300);
+      await advance(300);
       expect(prompter.calls).toHaveLength(1);
     });
 
@@ -348,12 +318,12 @@ describe('StatusModel', () => {
       // Still open: the cluster moves on to terminated.
       api.update('c1', 'terminated');
       await waitFor(() => model.displayState === 'terminated', 2000, 'terminated');
-      await sleep(200);
+      await advance(200);
       expect(prompter.calls).toHaveLength(1);
       prompter.close();
       await waitFor(() => !model.dialogOpen, 1000, 'closed');
       model.refresh();
-      await sleep(400);
+      await advance(400);
       expect(prompter.calls).toHaveLength(1);
     });
 
@@ -371,7 +341,7 @@ describe('StatusModel', () => {
       await waitFor(() => api.count('getKernel') === 2, 2000, 'lookup plain');
       model.setKernel('k1b');
       await waitFor(() => model.cluster !== null && model.kernelId === 'k1b', 2000, 'k1b');
-      await sleep(300);
+      await advance(300);
       expect(prompter.calls).toHaveLength(1);
     });
 
@@ -386,7 +356,7 @@ describe('StatusModel', () => {
       expect(await model.runDialog(async () => 'second')).toBeUndefined();
       api.update('c1', 'terminated');
       await waitFor(() => model.displayState === 'terminated', 2000, 'terminated');
-      await sleep(100);
+      await advance(100);
       expect(prompter.calls).toHaveLength(0);
       closeDetails();
       expect(await details).toBe('closed');
@@ -399,7 +369,7 @@ describe('StatusModel', () => {
       await waitFor(() => api.pending === 1, 2000, 'long poll');
       api.update('c1', 'terminated');
       await waitFor(() => model.displayState === 'terminated', 2000, 'terminated');
-      await sleep(100);
+      await advance(100);
       expect(prompter.calls).toHaveLength(0);
       model.updateSettings({ autoPrompt: true });
       api.update('c1', 'starting', { operation: api.operation('start', 'starting', 1) });
@@ -411,30 +381,114 @@ describe('StatusModel', () => {
   });
 
   describe('actions', () => {
-    it('restart posts start with the kernel id and shows the operation at once', async () => {
+    it('restart of a terminated cluster names the lost kernel and shows the operation at once', async () => {
       api.update('c1', 'terminated', { cluster_state: 'TERMINATED' });
       make({ settings: { autoPrompt: false } });
       model.setKernel('k1');
       await waitFor(() => model.displayState === 'terminated', 2000, 'terminated');
       expect(model.canRestart).toBe(true);
       expect(model.canReconfigure).toBe(false);
-      const status = await model.restart();
-      expect(api.calls.find(c => c.method === 'startCluster')?.args).toEqual(['demo', 'c1', 'k1']);
-      expect(status.operation?.kind).toBe('start');
+      expect(model.restartNamesKernel).toBe(true);
+      const answer = await model.restart();
+      expect(api.calls.find(c => c.method === 'startCluster')?.args).toEqual([
+        'demo',
+        'c1',
+        { kernelId: 'k1', restartKernels: 'never' }
+      ]);
+      expect(answer.started).toBe(true);
+      expect(answer.status.operation?.kind).toBe('start');
       expect(model.displayState).toBe('starting');
       expect(model.canRestart).toBe(false); // an operation runs
       await waitFor(() => api.pending === 1, 2000, 'long poll again');
     });
 
-    it('reconfigure is offered for a running cluster and reports the server message on failure', async () => {
+    it('restart of a cluster in error does not name a kernel that still runs', async () => {
+      api.update('c1', 'error', { kernels: [{ kernel_id: 'k1', kernel_state: 'running' }] });
+      make({ settings: { autoPrompt: false } });
+      model.setKernel('k1');
+      await waitFor(() => model.displayState === 'error', 2000, 'error');
+      expect(model.restartNamesKernel).toBe(false);
+      await model.restart();
+      expect(api.calls.find(c => c.method === 'startCluster')?.args[2]).toEqual({
+        kernelId: null,
+        restartKernels: 'never'
+      });
+    });
+
+    it('a start answered with 200 (nothing to do) leaves the cluster connected', async () => {
+      make({ settings: { autoPrompt: false } });
+      model.setKernel('k1');
+      await waitFor(() => model.displayState === 'connected', 2000, 'connected');
+      const version = model.cluster!.version;
+      const answer = await model.restart();
+      expect(answer.started).toBe(false);
+      expect(model.busy).toBe(false);
+      expect(model.cluster?.version).toBe(version);
+      expect(model.displayState).toBe('connected');
+      await waitFor(() => api.pending === 1, 2000, 'long poll again');
+    });
+
+    it('reconfigure sends the restart choice and no kernel id', async () => {
       make();
       model.setKernel('k1');
       await waitFor(() => model.displayState === 'connected', 2000, 'connected');
       expect(model.canReconfigure).toBe(true);
+      const answer = await model.reconfigure('if-installed');
+      expect(answer.started).toBe(true);
+      expect(api.calls.find(c => c.method === 'reconfigureCluster')?.args).toEqual([
+        'demo',
+        'c1',
+        { kernelId: null, restartKernels: 'if-installed' }
+      ]);
+      expect(model.displayState).toBe('configuring');
+    });
+
+    it('reconfigure reports the server message on failure', async () => {
+      make();
+      model.setKernel('k1');
+      await waitFor(() => model.displayState === 'connected', 2000, 'connected');
       api.operationError = new FakeApiError('Cluster c1 is not running.', 409, 'cluster_not_running');
-      await expect(model.reconfigure()).rejects.toThrow('Cluster c1 is not running.');
+      await expect(model.reconfigure('if-installed')).rejects.toThrow('Cluster c1 is not running.');
       expect(model.busy).toBe(false);
     });
+
+    it('lists the live kernels of the cluster (the ones a reconfigure may restart)', async () => {
+      api.update('c1', 'connected', {
+        kernels: [
+          { kernel_id: 'k1', kernel_state: 'running' },
+          { kernel_id: 'k2', kernel_state: 'running-spark' },
+          { kernel_id: 'k3', kernel_state: 'disconnected' },
+          { kernel_id: 'k4', kernel_state: 'dead' }
+        ]
+      });
+      make();
+      model.setKernel('k1');
+      await waitFor(() => model.visible, 2000, 'visible');
+      expect(model.liveKernels).toEqual(['k1', 'k2']);
+    });
+  });
+
+  describe('operations on screen', () => {
+    it.each([
+      ['starting', 'terminated', 1, 'starting'],
+      ['configuring', 'configuring', 2, 'configuring'],
+      ['installing', 'installing', 3, 'installing'],
+      ['restarting-kernels', 'connected', 4, 'restarting-kernels']
+    ] as const)(
+      'shows step %s (cluster %s, step %i/5) as %s, never plain connected',
+      async (step, clusterState, index, shown) => {
+        make({ settings: { autoPrompt: false } });
+        model.setKernel('k1');
+        await waitFor(() => api.pending === 1, 2000, 'long poll');
+        api.update('c1', clusterState, { operation: api.operation('reconfigure', step, index) });
+        await waitFor(() => model.cluster?.operation?.step === step, 2000, step);
+        expect(model.displayState).toBe(shown);
+        // `done` lingers: the cluster's own state shows again.
+        api.update('c1', 'connected', { operation: api.operation('reconfigure', 'done', 5) });
+        await waitFor(() => model.cluster?.operation?.step === 'done', 2000, 'done');
+        expect(model.displayState).toBe('connected');
+      }
+    );
   });
 
   describe('backoff', () => {
@@ -508,7 +562,7 @@ describe('StatusModel', () => {
       model.dispose();
       await waitFor(() => api.pending === 0, 1000, 'aborted');
       const before = api.calls.length;
-      await sleep(500);
+      await advance(500);
       expect(api.calls.length).toBe(before);
       expect(model.poll.isDisposed).toBe(true);
     });
