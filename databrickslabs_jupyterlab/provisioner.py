@@ -39,10 +39,10 @@ plus a few markers; the workspace token is never part of it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import math
 import os
-import queue
 import re
 import shlex
 import signal
@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 
+from . import sparkattach
 from .kernelstate import board
 from .settings import DriverSettings
 
@@ -508,7 +509,7 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             where = _target_text(self._target)
             if self.spark:
                 self._record("running", f"Kernel running on {where}, attaching Spark")
-                self._start_spark_attach()
+                await self._start_spark_attach()
             else:
                 self._record("running", f"Kernel running on {where}")
 
@@ -625,14 +626,24 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     # ---------------------------------------------------------------- Spark attach
 
-    def _start_spark_attach(self) -> None:
-        """Run ``dbcontext()`` in the new kernel on the SSH loop; returns at once."""
+    async def _start_spark_attach(self) -> None:
+        """Queue the silent attach in the new kernel (see ``sparkattach``): returns once the
+        kernel works on it, while its outcome is awaited on the SSH loop."""
         self._cancel_spark_attach()
         generation = self._spark_generation
-        info = dict(self.connection_info)
-        self._spark_future = asyncio.run_coroutine_threadsafe(
-            self._attach_spark(info, generation, self._spark_timeout), _SshLoop.get()
+        attach = sparkattach.SparkAttach(
+            self.connection_info,
+            self._spark_timeout,
+            where=_target_text(self._target),
+            current=lambda: self._attach_current(generation),
+            interrupt=lambda: self._signal("INT"),
+            interrupt_timeout=CLEANUP_TIMEOUT,
         )
+        queued: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._spark_future = asyncio.run_coroutine_threadsafe(
+            self._attach_spark(attach, generation, queued), _SshLoop.get()
+        )
+        await asyncio.wrap_future(queued)
 
     def _cancel_spark_attach(self) -> None:
         """Forget a running attach: it will not touch the board or the kernel any more."""
@@ -650,86 +661,32 @@ class DatabricksSshProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             and self._exit_status is None
         )
 
-    async def _attach_spark(self, info: dict[str, Any], generation: int, timeout: float) -> None:
-        from jupyter_client.asynchronous import AsyncKernelClient
-
-        where = _target_text(self._target)
-        kc = AsyncKernelClient()
+    async def _attach_spark(
+        self,
+        attach: sparkattach.SparkAttach,
+        generation: int,
+        queued: concurrent.futures.Future[None],
+    ) -> None:
+        outcome: tuple[str, str] | None
         try:
-            kc.load_connection_info(info)
-            kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
-            msg_id = kc.execute(
-                SPARK_ATTACH_CODE,
-                silent=True,
-                store_history=False,
-                user_expressions={"version": "spark.version"},
-                allow_stdin=False,
-                stop_on_error=False,
-            )
-            reply = await self._shell_reply(kc, msg_id, generation, timeout)
-            if reply is None:
-                if not self._attach_current(generation):
-                    return
-                # Let the cells queued behind the attach run.
-                try:
-                    await asyncio.wait_for(self._signal("INT"), CLEANUP_TIMEOUT)
-                except Exception as exc:
-                    self.log.warning("Could not interrupt the Spark attach: %s", exc)
-                state, message = (
-                    "running",
-                    f"Spark did not attach within {timeout:g} seconds and the attempt was "
-                    "interrupted; run dbcontext() in a cell to try again.",
-                )
-            else:
-                state, message = self._attach_outcome(reply["content"], where)
+            try:
+                await attach.queue(READY_TIMEOUT)
+            finally:
+                if not queued.done():
+                    queued.set_result(None)
+            outcome = await attach.outcome()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client itself failed: the kernel may still be fine
             self.log.warning("Spark attach on cluster %s failed: %s", self.cluster_id, exc)
-            state, message = "running", _short(f"Spark could not be attached: {exc}")
+            outcome = "running", sparkattach.short(f"Spark could not be attached: {exc}")
         finally:
-            kc.stop_channels()  # also ends the client's own zmq context
-        if self._attach_current(generation):
+            attach.close()
+        if outcome is not None and self._attach_current(generation):
+            state, message = outcome
             if state != "running-spark":
                 self.log.info("Cluster %s: %s", self.cluster_id, message)
             self._record(state, message, unless=lambda: not self._attach_current(generation))
-
-    async def _shell_reply(
-        self, kc: Any, msg_id: str, generation: int, timeout: float
-    ) -> dict[str, Any] | None:
-        """The execute_reply to ``msg_id``, or None after ``timeout`` or when the kernel went."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._attach_current(generation):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                msg = await kc.get_shell_msg(timeout=min(remaining, 1.0))
-            except queue.Empty:
-                continue
-            if msg.get("parent_header", {}).get("msg_id") == msg_id:
-                return msg
-        return None
-
-    @staticmethod
-    def _attach_outcome(content: dict[str, Any], where: str) -> tuple[str, str]:
-        if content.get("status") == "ok":
-            version = ""
-            expression = (content.get("user_expressions") or {}).get("version") or {}
-            if expression.get("status") == "ok":
-                version = str(expression.get("data", {}).get("text/plain", "")).strip("'\"")
-            spark = f"Spark {version}" if version else "Spark"
-            return "running-spark", f"Kernel running on {where} with {spark}"
-        ename = str(content.get("ename") or "")
-        evalue = str(content.get("evalue") or "")
-        if ename == "KeyboardInterrupt":
-            return (
-                "running",
-                "Attaching Spark was interrupted; run dbcontext() in a cell to attach it.",
-            )
-        detail = evalue if ename == "DbContextError" else f"{ename}: {evalue}"
-        return "running", _short(f"Spark is not available on this driver: {detail.strip()}")
 
     # ---------------------------------------------------------------- SSH loop side
 

@@ -33,13 +33,9 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager, KernelManager
 from nbclient import NotebookClient
 
-from databrickslabs_jupyterlab import kernelspecs
+from databrickslabs_jupyterlab import kernelspecs, sparkattach
 from databrickslabs_jupyterlab.kernelstate import KernelRecord, board
-from databrickslabs_jupyterlab.provisioner import (
-    DatabricksSshProvisioner,
-    ProvisionerError,
-    spark_attach_timeout,
-)
+from databrickslabs_jupyterlab.provisioner import DatabricksSshProvisioner
 from databrickslabs_jupyterlab.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(120)
@@ -183,10 +179,13 @@ async def _wait_record(
 
 
 async def _run(kc: Any, code: str, timeout: float = 20) -> tuple[dict, list[str]]:
+    """Run ``code``; its stdout and results. stderr is left out: ipykernel echoes what the
+    kernel's process (or a JVM it started) writes on file descriptor 2, which is not the cell's
+    answer."""
     outputs: list[str] = []
 
     def hook(msg: dict) -> None:
-        if msg["msg_type"] == "stream":
+        if msg["msg_type"] == "stream" and msg["content"].get("name") == "stdout":
             outputs.append(msg["content"]["text"])
         elif msg["msg_type"] == "execute_result":
             outputs.append(msg["content"]["data"]["text/plain"])
@@ -541,16 +540,17 @@ def test_terminated_cluster_gives_a_clear_error(
 
 
 def test_spark_attach_timeout_setting() -> None:
-    assert spark_attach_timeout({}) == 120
-    assert spark_attach_timeout({"DBJL_SPARK_ATTACH_TIMEOUT": " "}) == 120
-    assert spark_attach_timeout({"DBJL_SPARK_ATTACH_TIMEOUT": "2.5"}) == 2.5
+    attach_timeout = sparkattach.attach_timeout
+    assert attach_timeout({}) == 120
+    assert attach_timeout({"DBJL_SPARK_ATTACH_TIMEOUT": " "}) == 120
+    assert attach_timeout({"DBJL_SPARK_ATTACH_TIMEOUT": "2.5"}) == 2.5
     for bad in ("0", "-1", "soon", "nan", "inf"):
-        with pytest.raises(ProvisionerError, match="DBJL_SPARK_ATTACH_TIMEOUT"):
-            spark_attach_timeout({"DBJL_SPARK_ATTACH_TIMEOUT": bad})
+        with pytest.raises(ValueError, match="DBJL_SPARK_ATTACH_TIMEOUT"):
+            attach_timeout({"DBJL_SPARK_ATTACH_TIMEOUT": bad})
 
 
 def test_spark_attach_outcome_sentences() -> None:
-    outcome = DatabricksSshProvisioner._attach_outcome
+    outcome = sparkattach.outcome_of
     ok = {
         "status": "ok",
         "user_expressions": {"version": {"status": "ok", "data": {"text/plain": "'4.3.0'"}}},

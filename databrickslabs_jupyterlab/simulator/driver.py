@@ -55,6 +55,12 @@ fi
 exec env -- "$@"
 """
 
+#: Spark settings of the simulated driver (``$SPARK_CONF_DIR/spark-defaults.conf``). A notebook on
+#: Databricks shows job progress in its UI, never as console text: without this a local Spark
+#: prints ``[Stage 0:> (0 + 2) / 2]`` on the kernel's stderr, which ipykernel echoes into cells.
+_SPARK_DEFAULTS = "spark.ui.showConsoleProgress false\n"
+SPARK_CONF = "spark-conf"
+
 
 def ensure_driver_env(state_dir: Path) -> tuple[Path, Path]:
     """Create (once) the driver's Python venv and the ``bin/`` folder with the ``sudo`` shim.
@@ -94,6 +100,13 @@ def ensure_driver_env(state_dir: Path) -> tuple[Path, Path]:
             tmp.write_text(_SUDO_SHIM)
             tmp.chmod(0o755)
             tmp.replace(sudo)
+        spark_conf = driver_dir / SPARK_CONF
+        spark_conf.mkdir(exist_ok=True)
+        defaults = spark_conf / "spark-defaults.conf"
+        if not defaults.exists() or defaults.read_text() != _SPARK_DEFAULTS:
+            tmp = spark_conf / ".defaults.tmp"
+            tmp.write_text(_SPARK_DEFAULTS)
+            tmp.replace(defaults)
     return venv / "bin" / "python", bin_dir
 
 
@@ -395,6 +408,8 @@ class SshDriver:
             "LANG": "C.UTF-8",
             DRIVER_MARK: self._mark,
         }
+        if bin_dir is not None:  # beside bin/, see ensure_driver_env
+            env["SPARK_CONF_DIR"] = str(bin_dir.parent / SPARK_CONF)
         peer = process.get_extra_info("peername") or ("127.0.0.1", 0)
         sockname = process.get_extra_info("sockname") or ("127.0.0.1", self.port)
         env["SSH_CLIENT"] = f"{peer[0]} {peer[1]} {sockname[1]}"
