@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from databrickslabs_jupyterlab import __version__, cli, kernelspecs, mirror
+from databrickslabs_jupyterlab.cli import profiles, setup
 from databrickslabs_jupyterlab.simulator import make_keypair
 from tests.fixtures.wheels import build_wheel
 
@@ -121,14 +122,14 @@ def test_actions_need_a_profile(dj) -> None:
 
 
 def test_azure_org_id() -> None:
-    assert cli.azure_org_id("https://adb-1234567890123456.7.azuredatabricks.net") == (
+    assert profiles.azure_org_id("https://adb-1234567890123456.7.azuredatabricks.net") == (
         "1234567890123456"
     )
-    assert cli.azure_org_id("https://adb-1234567890123456.7.azuredatabricks.net/") is not None
-    assert cli.azure_org_id("https://eastus2.azuredatabricks.net") is None
-    assert cli.azure_org_id("https://eastus2.azuredatabricks.net", "42") == "42"
+    assert profiles.azure_org_id("https://adb-1234567890123456.7.azuredatabricks.net/") is not None
+    assert profiles.azure_org_id("https://eastus2.azuredatabricks.net") is None
+    assert profiles.azure_org_id("https://eastus2.azuredatabricks.net", "42") == "42"
     with pytest.raises(cli.CliError):
-        cli.azure_org_id(None, "not-a-number")
+        profiles.azure_org_id(None, "not-a-number")
 
 
 def test_bootstrap_reports_extensions(dj) -> None:
@@ -605,14 +606,14 @@ def test_bootstrap_enables_a_disabled_server_extension(dj, isolated_home, monkey
     (config / "databrickslabs_jupyterlab.json").write_text(
         json.dumps({"ServerApp": {"jpserver_extensions": {"databrickslabs_jupyterlab": False}}})
     )
-    assert cli._server_extension_state() == (False, "disabled")
+    assert setup.server_extension_state() == (False, "disabled")
     declined = dj("-b", stdin="n\n")
     assert "MISSING  server extension" in declined.out and declined.code == cli.EXIT_FAILURE
     run = dj("-b", "--yes", "--json")
     checks = {c["check"]: c for c in run.json()["checks"]}
     assert checks["server extension"]["ok"], checks
     assert "enabled now" in checks["server extension"]["detail"]
-    assert cli._server_extension_state()[0]
+    assert setup.server_extension_state()[0]
 
 
 def test_dj_script(sim_profile) -> None:
