@@ -12,6 +12,7 @@ pytest_plugins = [
     "pytest_jupyter.jupyter_server",
     "tests.fixtures.simulator",
     "tests.fixtures.sshd",
+    "tests.fixtures.driverpython",
 ]
 
 
