@@ -18,6 +18,7 @@ queued cells go on.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import math
 import os
@@ -200,3 +201,38 @@ class SparkAttach:
         if self._kc is not None:
             self._kc.stop_channels()  # also ends the client's own zmq context
             self._kc = None
+
+
+def start(
+    attach: SparkAttach,
+    loop: asyncio.AbstractEventLoop,
+    ready_timeout: float,
+    on_outcome: Callable[[str, str], None],
+) -> tuple[concurrent.futures.Future[None], concurrent.futures.Future[None]]:
+    """Run ``attach`` on ``loop``: (the whole attach, its queueing). Await the second before the
+    kernel is reported started; cancel the first to forget the attach. ``on_outcome(state,
+    message)`` is called while ``attach.current()`` holds."""
+    queued: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    async def body() -> None:
+        outcome: tuple[str, str] | None
+        try:
+            try:
+                await attach.queue(ready_timeout)
+            finally:
+                if not queued.done():
+                    queued.set_result(None)
+            outcome = await attach.outcome()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the client failed: the kernel may be fine
+            log.warning("Spark attach failed: %s", exc)
+            outcome = "running", short(f"Spark could not be attached: {exc}")
+        finally:
+            attach.close()
+            if not queued.done():  # cancelled before it was queued
+                queued.set_result(None)
+        if outcome is not None and attach.current():
+            on_outcome(*outcome)
+
+    return asyncio.run_coroutine_threadsafe(body(), loop), queued

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -32,10 +33,12 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager, KernelManager
 from nbclient import NotebookClient
+from traitlets.config import Config
 
 from databrickslabs_jupyterlab import kernelspecs, sparkattach
 from databrickslabs_jupyterlab.kernelstate import KernelRecord, board
 from databrickslabs_jupyterlab.provisioner import DatabricksSshProvisioner
+from databrickslabs_jupyterlab.remotekernel import ssh_loop
 from databrickslabs_jupyterlab.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(120)
@@ -155,6 +158,14 @@ def _set_spec_env(kernel_name: str, env: dict[str, str]) -> None:
     path = Path(KernelSpecManager().get_kernel_spec(kernel_name).resource_dir, "kernel.json")
     spec = json.loads(path.read_text())
     spec["env"] = env
+    path.write_text(json.dumps(spec))
+
+
+def _set_spec_databricks(kernel_name: str, **values: Any) -> None:
+    """Set ``metadata.databricks`` values of an installed spec (its per-kernel overrides)."""
+    path = Path(KernelSpecManager().get_kernel_spec(kernel_name).resource_dir, "kernel.json")
+    spec = json.loads(path.read_text())
+    spec["metadata"]["databricks"].update(values)
     path.write_text(json.dumps(spec))
 
 
@@ -363,29 +374,31 @@ def test_terminated_cluster_ends_a_notebook_run_with_a_dead_kernel(
     assert not [w for w in warnings if w.startswith("Could not")], warnings
 
 
-def test_stale_kernel_of_an_earlier_driver_is_left_alone() -> None:
-    """A kernel that could not be removed is killed on the next start only on the same driver
+def test_stale_kernel_of_an_earlier_driver_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that could not be removed is removed on the next start only on the same driver
     (a new driver's process with the same PID is someone else)."""
+    from databrickslabs_jupyterlab import ssh
+
     provisioner = DatabricksSshProvisioner(kernel_id="k")
-    signals: list[tuple[str, int | None]] = []
+    removed: list[tuple[int, str | None, bool]] = []
 
-    async def signal_(name: str, pid: int | None = None) -> None:
-        signals.append((name, pid))
+    async def remove_process(conn: Any, pid: int, run_dir: str | None, *, sudo: bool) -> None:
+        removed.append((pid, run_dir, sudo))
 
-    async def run(argv: list[str], timeout: float = 20.0) -> Any:
-        signals.append(("run", None))
+    async def connect() -> Any:
+        return object()
 
-    provisioner._signal = signal_  # type: ignore[method-assign]
-    provisioner._run = run  # type: ignore[method-assign]
+    monkeypatch.setattr(ssh, "remove_process", remove_process)
+    provisioner._connect = connect  # type: ignore[method-assign]
 
     provisioner._driver_start = 2000
-    provisioner._stale = (4242, "/tmp/dbjl-kernel-abc", False, 1000)
+    provisioner._stale = (4242, "/tmp/dbjl-kernel-abc", True, 1000)
     asyncio.run(provisioner._kill_stale())
-    assert signals == [] and provisioner._stale is None
+    assert removed == [] and provisioner._stale is None
 
-    provisioner._stale = (4242, "/tmp/dbjl-kernel-abc", False, 2000)
+    provisioner._stale = (4242, "/tmp/dbjl-kernel-abc", True, 2000)
     asyncio.run(provisioner._kill_stale())
-    assert signals == [("KILL", 4242), ("run", None)]
+    assert removed == [(4242, "/tmp/dbjl-kernel-abc", True)]
 
 
 def _sshd_sessions(master: int) -> list[int]:
@@ -672,12 +685,11 @@ def test_restart_and_shutdown_cancel_a_pending_attach(sim_kernel: str, tmp_path:
 
     async def scenario() -> None:
         km = AsyncKernelManager(kernel_name=sim_kernel)
-        await km.start_kernel()
+        await km.start_kernel()  # returns once the kernel works on the attach
         prov = km.provisioner
         first = prov._spark_future
         first_pid = prov.pid
         assert first is not None and not first.done()
-        await asyncio.sleep(0.5)
 
         await km.restart_kernel(now=True)
         assert first.cancelled()
@@ -690,7 +702,8 @@ def test_restart_and_shutdown_cancel_a_pending_attach(sim_kernel: str, tmp_path:
         await km.shutdown_kernel(now=True)
         assert second.cancelled()
         assert board.get(km.kernel_id).state == "dead"
-        await asyncio.sleep(1.5)  # a late attach result would show up here
+        # Everything the SSH loop had queued (the attach's cancellation) has run by now.
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(asyncio.sleep(0), ssh_loop()))
         assert board.get(km.kernel_id).state == "dead"
 
     asyncio.run(scenario())
@@ -722,5 +735,119 @@ def test_spark_attaches_for_real(sim_kernel: str) -> None:
             await km.shutdown_kernel()
         assert await _wait_gone(pid)
         assert board.get(km.kernel_id).state == "dead"
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+def _python_wrapper(folder: Path, label: str, python: str) -> str:
+    """A driver Python that marks the kernel's environment with ``label``."""
+    path = folder / f"python-{label}"
+    path.write_text(f'#!/bin/sh\nDBJL_TEST_PYTHON_VIA={label} exec {shlex.quote(python)} "$@"\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["config-file", "parent-config", "env", "kernelspec"])
+def test_driver_settings_reach_the_kernel_with_one_precedence(
+    case: str,
+    sim_kernel_no_spark: str,
+    running_cluster: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kernelspec metadata > environment > Jupyter config (the manager's, then the files on
+    Jupyter's config path) > defaults, seen from a plain jupyter_client KernelManager."""
+    wrappers = {
+        label: _python_wrapper(tmp_path, label, running_cluster.driver_python)
+        for label in ("config-file", "parent-config", "env", "kernelspec")
+    }
+    monkeypatch.delenv("DBJL_DRIVER_PYTHON")
+    config_dir = tmp_path / "jupyter-config"
+    config_dir.mkdir()
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(config_dir))
+    (config_dir / "jupyter_server_config.py").write_text(
+        f"c.DatabricksLabsDriver.driver_python = {wrappers['config-file']!r}\n"
+    )
+    kwargs: dict[str, Any] = {}
+    if case == "parent-config":
+        kwargs["config"] = Config({"DatabricksLabsDriver": {"driver_python": wrappers[case]}})
+    if case in ("env", "kernelspec"):
+        monkeypatch.setenv("DBJL_DRIVER_PYTHON", wrappers["env"])
+    if case == "kernelspec":
+        _set_spec_databricks(sim_kernel_no_spark, driver_python=wrappers[case])
+
+    km = KernelManager(kernel_name=sim_kernel_no_spark, **kwargs)
+    km.start_kernel()
+    pid = km.provisioner.pid
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=30)
+        outputs: list[str] = []
+        reply = kc.execute_interactive(
+            "import os\nprint(os.environ.get('DBJL_TEST_PYTHON_VIA'), os.environ['PYSPARK_PYTHON'])",
+            timeout=20,
+            output_hook=lambda m: outputs.append(m["content"].get("text", "")),
+        )
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel()
+    assert reply["content"]["status"] == "ok"
+    assert "".join(outputs) == f"{case} {wrappers[case]}\n"
+    assert asyncio.run(_wait_gone(pid))
+
+
+# ------------------------------------------------------------------------------ driver preparation
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_driver_without_ipykernel_is_prepared_once(
+    sim_kernel_no_spark: str, bare_driver_python: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver Python has only pip: the first start installs ipykernel (progress on the
+    board), the kernel runs on that Python; the second start installs nothing."""
+    monkeypatch.setenv("DBJL_DRIVER_PYTHON", bare_driver_python)
+    seen: dict[str, list[tuple[str, str]]] = {}
+    unsubscribe = board.subscribe(
+        lambda r: seen.setdefault(r.kernel_id, []).append((r.state, r.message or ""))
+    )
+
+    async def start_and_run() -> list[tuple[str, str]]:
+        km, kc = await _start(sim_kernel_no_spark)
+        try:
+            _, out = await _run(kc, "import sys\nprint(sys.executable)\n1 + 1", timeout=30)
+            assert out == [bare_driver_python + "\n", "2"]
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+        return [(state, m) for state, m in seen[km.kernel_id] if m.startswith("Installing ")]
+
+    try:
+        first = asyncio.run(start_and_run())
+        assert first, "no installation progress on the board"
+        assert {state for state, _ in first} == {"starting"}
+        assert any("ipykernel" in m and ": pip: " in m for _, m in first), first
+        assert asyncio.run(start_and_run()) == []
+    finally:
+        unsubscribe()
+
+
+def test_failing_pip_fails_the_start_with_its_reason(
+    sim_kernel_no_spark: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DBJL_DRIVER_REQUIREMENTS", "dbjl-no-such-package>=1")
+    monkeypatch.setenv("DBJL_PIP_ARGS", "--no-index")
+
+    async def scenario() -> None:
+        km = AsyncKernelManager(kernel_name=sim_kernel_no_spark)
+        with pytest.raises(Exception, match="could not be prepared for kernels") as info:
+            await km.start_kernel()
+        assert "Installing dbjl-no-such-package>=1 on the driver failed" in str(info.value)
+        record = board.get(km.kernel_id)
+        assert record.state == "dead" and "dbjl-no-such-package" in record.message
 
     asyncio.run(scenario())

@@ -1,0 +1,138 @@
+"""Runs on the driver as ``<driver python> -c <this file>``: starts ipykernel and stays its parent.
+
+Why a parent on the driver: the kernel must outlive nothing and leave nothing. This process reads
+the request (the connection info with the HMAC key) from stdin, so the key is never on a command
+line; writes it to a 0600 file in a private run folder; starts ``-m ipykernel_launcher`` on
+127.0.0.1 with port 0 for every channel (the kernel binds and reports its own ports, so no port
+can be taken between choice and bind); reports the kernel's PID and ports; then waits for the
+kernel's exit, removes the run folder and reports the exit status. Its stdout is JSON lines read
+by ``remotekernel.py``.
+
+Shipped as package data and kept compatible with the oldest driver Pythons (3.8): standard
+library only, no annotations evaluated at run time.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+# The same rule as vocabulary.SECRET_NAME: such variables of the driver never reach the kernel.
+SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|_KEY$", re.I)
+
+
+def say(**kw):
+    try:
+        sys.stdout.write(json.dumps(kw) + "\n")
+        sys.stdout.flush()
+    except Exception:
+        pass
+
+
+def write_private(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def kernel_env(req, run):
+    env = dict((k, v) for k, v in os.environ.items() if not SECRET.search(k))
+    env.update(req.get("env") or {})
+    helper = req.get("helper")
+    if helper:
+        import importlib.util
+
+        # The kernel-side helper (dbcontext) for drivers that lack this package.
+        if importlib.util.find_spec("databrickslabs_jupyterlab") is None:
+            pkg = os.path.join(run, "lib", "databrickslabs_jupyterlab")
+            os.makedirs(pkg)
+            for name, text in helper.items():
+                if os.sep in name or name.startswith("."):
+                    continue
+                with open(os.path.join(pkg, name), "w") as f:
+                    f.write(text)
+            paths = [os.path.join(run, "lib")] + [p for p in [env.get("PYTHONPATH")] if p]
+            env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def tail(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-2000:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def main():
+    req = json.loads(sys.stdin.read())
+    run = tempfile.mkdtemp(prefix="dbjl-kernel-")
+    os.chmod(run, 0o700)
+    conn_file = os.path.join(run, "kernel.json")
+    conn = dict(req["conn"], ip="127.0.0.1", transport="tcp")
+    for name in NAMES:
+        conn[name] = 0
+    write_private(conn_file, json.dumps(conn))
+    env = kernel_env(req, run)
+    log_path = os.path.join(run, "kernel.log")
+    log = open(log_path, "ab")
+    cwd = os.path.expanduser("~")
+    if not os.path.isdir(cwd):
+        cwd = "/"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ipykernel_launcher", "-f", conn_file],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=cwd,
+        close_fds=True,
+        start_new_session=True,
+    )
+    say(pid=child.pid, run_dir=run)
+
+    def finish(rc, text=None):
+        shutil.rmtree(run, ignore_errors=True)
+        say(exit=rc, log=text)
+        sys.exit(0)
+
+    deadline = time.time() + float(req.get("ready_timeout") or 60)
+    delay = 0.005
+    while True:
+        rc = child.poll()
+        if rc is not None:
+            finish(rc, tail(log_path))
+        try:
+            with open(conn_file) as f:
+                info = json.load(f)
+            if all(info.get(n) for n in NAMES):
+                say(ports=dict((n, info[n]) for n in NAMES))
+                break
+        except (OSError, ValueError):
+            pass
+        if time.time() > deadline:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            child.wait()
+            finish(-9, "the kernel did not open its ports in time\n" + tail(log_path))
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.05)
+    # The SSH session may go (link lost): stay to reap the kernel and remove the run folder.
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    except Exception:
+        pass
+    finish(child.wait())
+
+
+if __name__ == "__main__":
+    main()

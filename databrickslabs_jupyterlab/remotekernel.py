@@ -1,0 +1,214 @@
+"""Start ipykernel on a driver through the bootstrap (``remote/bootstrap.py``) and reach it.
+
+The bootstrap is a file of this package, sent as ``<driver python> -c <its text>`` (it holds no
+secret); the request with the kernel's HMAC key travels on the SSH channel's stdin. Its JSON lines
+tell the kernel's PID and run folder, then its ports (or an early exit with the kernel's log),
+and, much later, the kernel's exit status. The kernel's five channels are then forwarded from
+local loopback ports, preferably the ones the kernel manager chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import ssh
+
+log = logging.getLogger(__name__)
+
+PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+#: Seconds the kernel may take to open its ports on the driver.
+READY_TIMEOUT = 60.0
+#: A kernel that lost a port race (another process took one) is started again this often.
+LAUNCH_ATTEMPTS = 3
+_HERE = Path(__file__).parent
+T = TypeVar("T")
+_loop_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def ssh_loop() -> asyncio.AbstractEventLoop:
+    """The event loop, in a daemon thread, where every kernel's SSH connection lives.
+
+    Why one loop of its own: the forwarded channels must keep flowing when the caller's loop is
+    idle (a synchronous ``KernelManager`` runs its loop only inside calls), and the byte
+    shuffling stays off the Jupyter server's loop."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            _loop = asyncio.new_event_loop()
+            name = "databricks-ssh-kernels"
+            threading.Thread(target=_loop.run_forever, name=name, daemon=True).start()
+        return _loop
+
+
+async def on_ssh_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the SSH loop and await its result from the caller's loop."""
+    loop = ssh_loop()
+    if asyncio.get_running_loop() is loop:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+class LaunchError(RuntimeError):
+    """The kernel did not start on the driver; the message is the driver's reason."""
+
+
+@functools.cache
+def bootstrap_source() -> str:
+    """The driver-side script (blocking file read: call it in a thread)."""
+    return (_HERE / "remote" / "bootstrap.py").read_text()
+
+
+@functools.cache
+def helper_files() -> dict[str, str]:
+    """The kernel-side helper (``dbcontext``), for drivers without this package (blocking)."""
+    try:
+        return {"__init__.py": "", "connect.py": (_HERE / "connect.py").read_text()}
+    except OSError:
+        return {}
+
+
+async def prepare_driver(
+    settings: Any, conn: Any, user: str, cluster: Any, on_progress: Callable[[str], None]
+) -> list[str]:
+    """Install what the driver's Python lacks (ipykernel) before a kernel starts there: a driver
+    this state folder saw prepared (same driver start, same requirements) costs no check at all
+    (``driver.PreparedDrivers``). Returns what was installed; LaunchError with pip's reason."""
+    from . import driver
+
+    access = driver.DriverAccess(settings, settings.connect_timeout)
+    try:
+        installed = await access.prepare(driver.DriverLink(conn, user), cluster, on_progress)
+    except driver.DriverError as exc:
+        raise LaunchError(str(exc)) from None
+    if installed:
+        log.info("Installed %s on the driver of %s", ", ".join(installed), cluster.cluster_id)
+    return installed
+
+
+@dataclass
+class Started:
+    """A kernel that opened its ports; ``process`` is the bootstrap, still its parent."""
+
+    pid: int
+    run_dir: str | None
+    ports: dict[str, int]
+    process: Any
+
+
+async def launch(
+    conn: Any,
+    python: str,
+    conn_info: dict[str, Any],
+    env: dict[str, str],
+    *,
+    sudo: bool,
+    on_pid: Any = None,
+) -> Started:
+    """Run the bootstrap with ``python`` until the kernel has its ports; retry a port race.
+
+    ``on_pid(pid, run_dir)`` is called as soon as the kernel process exists, so that a caller
+    interrupted meanwhile can still remove it. Raises LaunchError with the kernel's last words."""
+    source, helper = await asyncio.to_thread(lambda: (bootstrap_source(), helper_files()))
+    request = json.dumps(
+        {"conn": conn_info, "env": env, "helper": helper, "ready_timeout": READY_TIMEOUT}
+    )
+    last_error = "the kernel did not start"
+    for _attempt in range(LAUNCH_ATTEMPTS):
+        process = await ssh.start_process(conn, [python, "-c", source], sudo=sudo)
+        process.stdin.write(request)
+        process.stdin.write_eof()
+        started = time.monotonic()
+        pid: int | None = None
+        run_dir: str | None = None
+        exit_message: dict[str, Any] | None = None
+        while True:
+            remaining = READY_TIMEOUT + 10 - (time.monotonic() - started)
+            try:
+                line = await asyncio.wait_for(process.stdout.readline(), max(remaining, 0.1))
+            except asyncio.TimeoutError:
+                process.close()
+                raise LaunchError("the kernel did not start in time") from None
+            if not line:
+                break
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "pid" in message:
+                pid, run_dir = int(message["pid"]), str(message.get("run_dir") or "") or None
+                if on_pid is not None:
+                    on_pid(pid, run_dir)
+            elif "ports" in message and pid is not None:
+                ports = {n: int(message["ports"][n]) for n in PORT_NAMES}
+                return Started(pid, run_dir, ports, process)
+            elif "exit" in message:
+                exit_message = message
+                break
+        # The bootstrap ended before the kernel was ready.
+        stderr = ""
+        try:
+            stderr = (await asyncio.wait_for(process.stderr.read(), 2)) or ""
+        except Exception:  # noqa: BLE001 - only for the error text
+            pass
+        if exit_message is not None:
+            last_error = (exit_message.get("log") or "").strip() or f"exit {exit_message['exit']}"
+        else:
+            last_error = stderr.strip() or "the bootstrap on the driver ended early"
+        if on_pid is not None:
+            on_pid(None, None)
+        log.warning("Kernel start with %s failed: %s", python, last_error)
+        if "Address already in use" not in last_error:
+            break
+    raise LaunchError("\n".join(last_error.splitlines()[-5:]))
+
+
+async def forward(
+    conn: Any, ports: dict[str, int], preferred: dict[str, int]
+) -> tuple[dict[str, int], list[Any]]:
+    """Local ports for the kernel's channels (the preferred ones when free) and the listeners."""
+    listeners: list[Any] = []
+    local: dict[str, int] = {}
+    try:
+        for name in PORT_NAMES:
+            listener = None
+            for want in (preferred.get(name) or 0, 0):
+                try:
+                    listener = await ssh.forward_local(conn, ports[name], want)
+                    break
+                except ssh.SshError:
+                    if want == 0:
+                        raise
+            assert listener is not None
+            listeners.append(listener)
+            local[name] = listener.get_port()
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return local, listeners
+
+
+async def exit_status(process: Any) -> int | None:
+    """The kernel's exit status as the bootstrap reports it; None when the link dropped first."""
+    status: int | None = None
+    try:
+        async for line in process.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "exit" in message:
+                status = int(message["exit"])
+    except Exception:  # noqa: BLE001 - a dropped link ends the stream; the caller sees None
+        pass
+    return status
