@@ -66,13 +66,13 @@ export async function reconfigureCluster(
 }
 
 /** A dialog body: each string becomes paragraphs (one per line), each array a list. */
-function promptBody(parts: Array<string | string[]>): Widget {
+function promptBody(parts: Array<string | string[]>, className: string): Widget {
   const node = document.createElement('div');
-  node.className = 'jp-DatabricksPrompt';
+  node.className = className;
   for (const part of parts) {
     if (Array.isArray(part)) {
       const list = document.createElement('ul');
-      list.className = 'jp-DatabricksPrompt-kernels';
+      list.className = 'jp-DatabricksKernels';
       for (const item of part) {
         const li = document.createElement('li');
         li.textContent = item;
@@ -100,7 +100,10 @@ async function confirmReconfigure(
 ): Promise<boolean> {
   const result = await showDialog({
     title: trans.__('Reconfigure the cluster %1?', clusterTitle(model.cluster)),
-    body: promptBody(reconfigureText(model, trans, nameKernel)),
+    body: promptBody(
+      reconfigureText(model, trans, nameKernel),
+      'jp-DatabricksConfirm'
+    ),
     buttons: [
       Dialog.cancelButton({ label: trans.__('Cancel') }),
       Dialog.warnButton({ label: trans.__('Reconfigure') })
@@ -144,7 +147,7 @@ export function makeRestartPrompt(
         );
     const result = await showDialog({
       title,
-      body: promptBody([lead, status.message, restarts]),
+      body: promptBody([lead, status.message, restarts], 'jp-DatabricksPrompt'),
       buttons: [
         Dialog.cancelButton({ label: trans.__('Not now') }),
         Dialog.okButton({ label: trans.__('Restart cluster') })

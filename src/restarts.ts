@@ -61,7 +61,11 @@ export function reconfigureText(
         live.length
       ),
       live.map(nameKernel),
-      trans.__('If nothing needs installing, they keep running.')
+      trans._n(
+        'If nothing needs installing, it keeps running.',
+        'If nothing needs installing, they keep running.',
+        live.length
+      )
     );
   }
   const lost = (model.cluster?.kernels ?? [])

@@ -78,6 +78,7 @@ describe('reconfigureText', () => {
     );
     expect(parts[1]).toMatch(/this kernel restarts/);
     expect(parts[2]).toEqual(['work/a.ipynb, console-1']);
+    expect(parts[3]).toMatch(/nothing needs installing, it keeps running/);
     expect(parts[4]).toMatch(/lost their connection restart in any case/);
     expect(parts[5]).toEqual(['k7']);
   });
