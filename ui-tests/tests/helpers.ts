@@ -202,10 +202,31 @@ export function detailsDialog(page: IJupyterLabPageFixture): Locator {
   return page.locator('.jp-Dialog', { has: page.locator('.jp-DatabricksDetails') });
 }
 
+/** The confirmation a Reconfigure asks for. */
+export function reconfigureConfirmation(page: IJupyterLabPageFixture): Locator {
+  return page.locator('.jp-Dialog', { has: page.locator('.jp-DatabricksConfirm') });
+}
+
+/** The server's cluster status until no operation runs any more (or `timeout` ms). */
+export async function operationFinished(
+  request: APIRequestContext,
+  timeout: number
+): Promise<void> {
+  await expect
+    .poll(
+      async () => {
+        const status = (await serverStatus(request)) as { operation: { step: string } | null };
+        return status.operation === null || status.operation.step === 'done';
+      },
+      { timeout, intervals: [500] }
+    )
+    .toBe(true);
+}
+
 /** Close JupyterLab's own dialogs (e.g. "Kernel Restarting" after the driver went away). */
 export async function dismissOtherDialogs(page: IJupyterLabPageFixture): Promise<void> {
   const others = page.locator('.jp-Dialog', {
-    hasNot: page.locator('.jp-DatabricksPrompt, .jp-DatabricksDetails')
+    hasNot: page.locator('.jp-DatabricksPrompt, .jp-DatabricksDetails, .jp-DatabricksConfirm')
   });
   for (let i = 0; i < 5 && (await others.count()) > 0; i++) {
     await others.first().locator('.jp-Dialog-footer button').last().click();

@@ -18,6 +18,7 @@ import {
   IMAGES,
   info,
   openConnected,
+  reconfigureConfirmation,
   recordedLooks,
   restartPrompt,
   runFirstCell,
@@ -222,6 +223,15 @@ test.describe('Databricks status bar item in trouble', () => {
     const dialog = detailsDialog(page);
     await dialog.getByRole('button', { name: 'Reconfigure' }).click();
     await expect(dialog).toHaveCount(0);
+    // The confirmation names this notebook: its kernel restarts if a library is installed.
+    const confirmation = reconfigureConfirmation(page);
+    await expect(confirmation).toBeVisible();
+    // The first list holds the running kernels (a second one those that lost their connection).
+    await expect(confirmation.locator('.jp-DatabricksKernels').first()).toContainText(
+      'installing.ipynb'
+    );
+    await confirmation.getByRole('button', { name: 'Reconfigure' }).click();
+    await expect(confirmation).toHaveCount(0);
 
     // pip's latest line next to "installing" and the step counter.
     const installing = page.locator(
@@ -229,7 +239,7 @@ test.describe('Databricks status bar item in trouble', () => {
       { has: page.locator('.jp-DatabricksStatus-detail', { hasText: /^pip: / }) }
     );
     await installing.waitFor({ timeout: 60 * 1000 });
-    await expect(installing.locator('.jp-DatabricksStatus-step')).toHaveText(/^step 3\/5$/);
+    await expect(installing.locator('.jp-DatabricksStatus-step')).toHaveText(/^3\/5$/);
     expect(await shootState(page, 'installing', 'status-installing.png')).toBe(true);
     await expectLook(page, 'installing', 'installing', 'download', '--jp-info-color1');
 
