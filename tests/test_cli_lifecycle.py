@@ -2,7 +2,8 @@
 configuration (config.for_consumer): the simulator over real HTTP and SSH, a temporary HOME.
 
 The CLI runs in-process through ``main([...])`` (the ``dj`` fixture of test_cli); the notebook
-run goes through ``jupyter nbconvert`` in a subprocess, as a user would run it.
+run goes through ``jupyter nbconvert`` in a subprocess, as a user would run it, on a driver
+whose Python starts bare (the ``bare_driver_python`` fixture of tests/fixtures/driverpython.py).
 """
 
 from __future__ import annotations
@@ -171,14 +172,6 @@ def test_failures_map_to_the_exit_statuses() -> None:
 
 # --------------------------------------------------------------------------------------------
 # -k: a running cluster's driver is prepared; a terminated one's when it runs
-
-
-@pytest.fixture
-def bare_driver_python(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A fresh venv with only pip, for a driver that lacks every library."""
-    venv = tmp_path_factory.mktemp("bare-driver") / "python"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    return str(venv / "bin" / "python")
 
 
 def _has_ipykernel(python: str) -> bool:

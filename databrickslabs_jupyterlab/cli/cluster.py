@@ -22,7 +22,7 @@ from ..driver import DriverLink
 from ..settings import DriverSettings
 from ..vocabulary import COMING_UP, RUNNING
 from ..workspace import ClusterInfo
-from .context import Context, StepPrinter, cluster
+from .context import Context, StepPrinter, add_key, cluster
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_SSH, CliError, cli_error, ws_call
 from .kernels import specs
 from .output import confirm, out, print_json, progress, table, tilde
@@ -131,7 +131,7 @@ async def logged_in(ctx: Context) -> tuple[ClusterInfo, DriverLink]:
         printer.step("starting", f"Starting cluster {cid}.")
         info = await ws_call(lifecycle.start_and_wait(info, public_key))
     printer.step("configuring", f"Preparing SSH to the driver of cluster {cid}.")
-    info = await ws_call(lifecycle.add_key(info, public_key))
+    info = await ws_call(add_key(ctx, lifecycle, info, public_key))
     link = await ws_call(lifecycle.connect(info))
     progress("   SSH login works.")
     return info, link

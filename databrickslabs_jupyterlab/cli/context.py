@@ -208,6 +208,18 @@ class StepPrinter(Progress):
         self.began = time.monotonic()
 
 
+async def add_key(ctx: Context, lifecycle: Lifecycle, info: Any, public_key: str) -> Any:
+    """``Lifecycle.add_key``, bounded by ``--timeout``: it waits for the restart that adding a
+    key to a running cluster causes, with no limit of its own."""
+    try:
+        return await asyncio.wait_for(lifecycle.add_key(info, public_key), ctx.args.timeout)
+    except asyncio.TimeoutError:  # TimeoutError from Python 3.11 on
+        raise CliError(
+            f"Cluster {info.cluster_id} did not reach RUNNING within {ctx.args.timeout:.0f} s "
+            "after the SSH key was added."
+        ) from None
+
+
 def describe(c: Any) -> str:
     workers = (c.raw or {}).get("num_workers")
     scale = (c.raw or {}).get("autoscale") or {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import sshconfig
 from ..vocabulary import COMING_UP, RUNNING
-from .context import Context, StepPrinter
+from .context import Context, StepPrinter, add_key
 from .errors import EXIT_SSH, CliError, ws_call
 from .output import confirm, out, print_json, progress, tilde
 from .parser import CLUSTER_ACTIONS
@@ -70,7 +70,7 @@ async def configure_ssh(ctx: Context) -> None:
             raise CliError("Nothing changed: the key was not added.")
         if running:
             lifecycle = ctx.lifecycle(ws, info.cluster_id, StepPrinter(info.cluster_id))
-            info = await ws_call(lifecycle.add_key(info, pub_line))
+            info = await ws_call(add_key(ctx, lifecycle, info, pub_line))
             progress(f"=> Added the key to cluster {info.cluster_id}; it is {info.state} again")
             restarted = True
         else:
