@@ -258,3 +258,23 @@ def test_kernelspec_on_a_running_cluster_prepares_the_driver_and_runs_a_notebook
     )
     # The answer, computed by a kernel running in the driver's (formerly bare) Python.
     assert text.split() == ["42", bare_driver_python], executed["cells"][0]["outputs"]
+
+
+def test_a_new_driver_address_reaches_the_ssh_config_before_the_login(
+    dj, sim_profile, isolated_home
+) -> None:
+    """A driver gets a new address on every start and the Host entry's HostName wins for SSH:
+    the CLI's reader puts the running driver's address into the entry, so the login works."""
+    sim = sim_profile.simulator
+    cid = sim.add_cluster("moved", state="RUNNING", ssh_public_keys=[sim_profile.public_key])
+    entry = sim.ssh_config_entry(cid, str(sim_profile.identity_file))
+    with open(sim_profile.ssh_config, "a") as f:
+        f.write(entry.replace("HostName 127.0.0.1", "HostName old-driver.invalid"))
+    run = dj("demo", "-r", "-i", cid)
+    assert run.code == 0, run
+    assert f"Updated HostName of Host {cid}" in run.err
+    text = sim_profile.ssh_config.read_text()
+    block = text[text.index(f"Host {cid}\n") :]
+    assert "HostName 127.0.0.1" in block and "old-driver.invalid" not in text
+    backups = isolated_home / ".databrickslabs_jupyterlab" / "ssh_config_backup"
+    assert any("old-driver.invalid" in b.read_text() for b in backups.iterdir())
