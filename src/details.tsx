@@ -8,12 +8,14 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import React from 'react';
 
 import { StatusModel } from './model';
+import type { KernelNamer } from './restarts';
 import { clusterTitle, stateLabel, stepText } from './statusbar';
 
 export class DetailsView extends ReactWidget {
   constructor(
     readonly model: StatusModel,
-    private readonly _trans: TranslationBundle
+    private readonly _trans: TranslationBundle,
+    private readonly _nameKernel: KernelNamer = id => id
   ) {
     super();
     this.addClass('jp-DatabricksDetails');
@@ -101,6 +103,14 @@ export class DetailsView extends ReactWidget {
                   {op.step}
                   {step ? ` (${step})` : ''}
                   {op.detail ? ` — ${op.detail}` : ''}
+                </td>
+              </tr>
+            )}
+            {op && op.kernels && op.kernels.length > 0 && (
+              <tr>
+                <th>{trans.__('Restarting')}</th>
+                <td className="jp-DatabricksDetails-restarting">
+                  {op.kernels.map(this._nameKernel).join('; ')}
                 </td>
               </tr>
             )}

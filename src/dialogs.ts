@@ -184,7 +184,7 @@ export async function showDetails(
         Dialog.okButton({ label: trans.__('Restart cluster'), actions: ['restart'] })
       );
     }
-    const body = new DetailsView(model, trans);
+    const body = new DetailsView(model, trans, nameKernel);
     const result = await showDialog({
       title: trans.__('Databricks cluster %1', clusterTitle(model.cluster)),
       body,
