@@ -112,7 +112,14 @@ def _known_secrets() -> tuple[str, ...]:
     from .. import debuglog
     from ..workspace import config_file_path
 
-    values = set(debuglog.config_secrets(config_file_path()))
+    paths = {config_file_path()}
+    try:  # the config file may be a setting in jupyter_server_config too
+        from .context import load_settings
+
+        paths.add(config_file_path(load_settings().databricks_config_file))
+    except CliError:
+        pass  # reported by the command itself
+    values = {secret for path in paths for secret in debuglog.config_secrets(path)}
     values.update(
         v
         for k, v in os.environ.items()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .context import Context
+from .context import Context, load_settings
 from .errors import EXIT_FAILURE, EXIT_OK, CliError, translate
 from .output import confirm, out, print_json, table, tilde
 from .parser import PROG, is_demo
@@ -183,7 +183,10 @@ def bootstrap(args: argparse.Namespace) -> int:
             check(dist, True, metadata.version(dist), required=dist != "jupyterlab")
         except metadata.PackageNotFoundError:
             check(dist, False, "not installed", required=dist != "jupyterlab")
-    profiles = list_profiles()
+    try:
+        profiles = list_profiles(load_settings())
+    except CliError:
+        profiles = list_profiles()
     check(
         "profiles", bool(profiles), f"{len(profiles)} in the Databricks config file", required=False
     )
