@@ -189,6 +189,15 @@ async def _wait_record(
         await asyncio.sleep(0.05)
 
 
+async def _wait_executing(kc: Any, msg_id: str, timeout: float = 20) -> None:
+    """Until the kernel broadcasts the request's ``execute_input``: it runs the code now."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
+        if msg["msg_type"] == "execute_input" and msg["parent_header"].get("msg_id") == msg_id:
+            return
+
+
 async def _run(kc: Any, code: str, timeout: float = 20) -> tuple[dict, list[str]]:
     """Run ``code``; its stdout and results. stderr is left out: ipykernel echoes what the
     kernel's process (or a JVM it started) writes on file descriptor 2, which is not the cell's
@@ -241,7 +250,7 @@ def test_interrupt_restart_shutdown_via_sshd(sshd_kernel: str, sshd: Any) -> Non
         assert key not in cmdline and key in _read(run_dir, "kernel.json")
 
         msg_id = kc.execute("while True: pass")
-        await asyncio.sleep(0.5)
+        await _wait_executing(kc, msg_id)
         started = time.monotonic()
         await km.interrupt_kernel()
         while True:
@@ -280,8 +289,7 @@ def test_kill_leaves_no_remote_process(sim_kernel: str) -> None:
     async def scenario() -> None:
         km, kc = await _start(sim_kernel)
         pid = km.provisioner.pid
-        kc.execute("import time\nwhile True: time.sleep(1)")
-        await asyncio.sleep(0.3)
+        await _wait_executing(kc, kc.execute("import time\nwhile True: time.sleep(1)"))
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
         assert await _wait_gone(pid, 5)
@@ -603,7 +611,6 @@ def test_without_spark_the_kernel_is_just_running(sim_kernel_no_spark: str) -> N
             reply, out = await _run(kc, "print('spark' in dir(), 'dbcontext' in dir())")
             assert out == ["False False\n"]
             assert reply["content"]["execution_count"] == 1
-            await asyncio.sleep(0.3)
             assert board.get(km.kernel_id).state == "running"
         finally:
             kc.stop_channels()
