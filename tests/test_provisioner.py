@@ -189,12 +189,18 @@ async def _wait_record(
         await asyncio.sleep(0.05)
 
 
-async def _wait_executing(kc: Any, msg_id: str, timeout: float = 20) -> None:
-    """Until the kernel broadcasts the request's ``execute_input``: it runs the code now."""
+LOOPING = "print('looping', flush=True)\n"
+
+
+async def _wait_looping(kc: Any, msg_id: str, timeout: float = 20) -> None:
+    """Until the cell (which starts with ``LOOPING``) says it runs. Its ``execute_input`` is
+    not enough: an interrupt before the user's code runs hits IPython's own machinery."""
     deadline = time.monotonic() + timeout
     while True:
         msg = await kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
-        if msg["msg_type"] == "execute_input" and msg["parent_header"].get("msg_id") == msg_id:
+        if msg["parent_header"].get("msg_id") != msg_id or msg["msg_type"] != "stream":
+            continue
+        if "looping" in msg["content"]["text"]:
             return
 
 
@@ -249,8 +255,8 @@ def test_interrupt_restart_shutdown_via_sshd(sshd_kernel: str, sshd: Any) -> Non
         cmdline = _read(f"/proc/{pid}/cmdline")
         assert key not in cmdline and key in _read(run_dir, "kernel.json")
 
-        msg_id = kc.execute("while True: pass")
-        await _wait_executing(kc, msg_id)
+        msg_id = kc.execute(LOOPING + "while True: pass")
+        await _wait_looping(kc, msg_id)
         started = time.monotonic()
         await km.interrupt_kernel()
         while True:
@@ -289,7 +295,7 @@ def test_kill_leaves_no_remote_process(sim_kernel: str) -> None:
     async def scenario() -> None:
         km, kc = await _start(sim_kernel)
         pid = km.provisioner.pid
-        await _wait_executing(kc, kc.execute("import time\nwhile True: time.sleep(1)"))
+        await _wait_looping(kc, kc.execute(LOOPING + "import time\nwhile True: time.sleep(1)"))
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
         assert await _wait_gone(pid, 5)
