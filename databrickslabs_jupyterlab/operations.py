@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 RestartKernels = Callable[[str, str, list[str]], Awaitable[None]]
 
 
+#: The restarting-kernels detail of a process without kernels (the CLI).
+NO_KERNELS_HERE = "This process runs no kernels."
+
+
 class OperationFailed(Exception):
     """A step cannot go on; the message is a sentence for the person."""
 
@@ -223,22 +227,37 @@ class Lifecycle:
         if last != state:
             self.progress.detail(text)
 
+    async def put_key(self, info: ClusterInfo, public_key: str) -> bool:
+        """Add the key to the cluster's ``ssh_public_keys`` if missing (no waiting); True when
+        it was added. On a running cluster Databricks restarts it: :meth:`add_key` waits."""
+        if key_installed(public_key, info.ssh_public_keys):
+            return False
+        await self.workspace.set_ssh_public_keys(
+            self.cluster_id, [*info.ssh_public_keys, public_key]
+        )
+        return True
+
     async def add_key(self, info: ClusterInfo, public_key: str) -> ClusterInfo:
-        """Put the key on a running cluster (Databricks restarts it) and wait for RUNNING."""
+        """Put the key on a running cluster and wait until it runs again (Databricks restarts
+        a running cluster whose keys change), within ``start_timeout`` when one is set."""
         if key_installed(public_key, info.ssh_public_keys):
             return info
         self.progress.detail(
             "Adding the SSH key to the cluster (Databricks restarts a running cluster)."
         )
-        await self.workspace.set_ssh_public_keys(
-            self.cluster_id, [*info.ssh_public_keys, public_key]
-        )
+        await self.put_key(info, public_key)
+        began = time.monotonic()
         await asyncio.sleep(self.poll_interval)
         info = await self.read()
         while info.state not in RUNNING:
             if info.state not in COMING_UP:
                 raise OperationFailed(
                     f"Cluster {self.cluster_id} stopped ({info.state}) while applying the SSH key."
+                )
+            if self.start_timeout is not None and time.monotonic() - began > self.start_timeout:
+                raise OperationFailed(
+                    f"Cluster {self.cluster_id} did not reach RUNNING within "
+                    f"{self.start_timeout:.0f} s after the SSH key was added (state {info.state})."
                 )
             await asyncio.sleep(self.poll_interval)
             info = await self.read()
@@ -257,9 +276,12 @@ class Lifecycle:
     async def restart_kernels(
         self, choice: str, installed: bool, named: Iterable[str] = ()
     ) -> list[str]:
+        if self._restart is None:
+            self.progress.detail(NO_KERNELS_HERE)
+            return []
         kernels = self._kernels() if self._kernels is not None else []
         ids = kernels_to_restart(kernels, choice, installed, named)
-        if not ids or self._restart is None:
+        if not ids:
             self.progress.detail("No kernel to restart.")
             return []
         self.progress.restarting(ids)
@@ -267,6 +289,36 @@ class Lifecycle:
         await self._restart(self.profile, self.cluster_id, ids)
         self.progress.note(f"Restarted {len(ids)} kernel(s): {', '.join(ids)}.")
         return ids
+
+    # ------------------------------------------------------- groups of steps
+    async def login(self, info: ClusterInfo, *, start: bool) -> tuple[ClusterInfo, DriverLink]:
+        """The steps ``starting`` (when ``start``: start and wait) and ``configuring`` (the key
+        on the cluster, a login to its driver). Close the returned link."""
+        cid = self.cluster_id
+        public_key, pub_path = await self.public_key()
+        if start:
+            self.progress.step("starting", f"Starting cluster {cid}.")
+            info = await self.start_and_wait(info, public_key)
+        elif info.state not in RUNNING:
+            raise OperationFailed(f"Cluster {cid} is not running ({info.state}); start it instead.")
+        self.progress.step("configuring", f"Preparing SSH to the driver of cluster {cid}.")
+        if public_key is None:
+            raise OperationFailed(
+                f"There is no SSH public key at {pub_path} for profile {self.profile}; "
+                f"create the key pair with 'databrickslabs-jupyterlab {self.profile} -s "
+                f"-i {cid}' first."
+            )
+        info = await self.add_key(info, public_key)
+        return info, await self.connect(info)
+
+    async def prepare_running(
+        self, link: DriverLink, info: ClusterInfo, *, force: bool
+    ) -> list[str]:
+        """The step ``installing``: the driver's libraries, what was installed."""
+        self.progress.step(
+            "installing", f"Checking the libraries on the driver of cluster {self.cluster_id}."
+        )
+        return await self.prepare(link, info, force=force)
 
     # -------------------------------------------------------------- the whole
     async def run(
@@ -283,28 +335,9 @@ class Lifecycle:
         driver's libraries even on a driver start remembered as prepared."""
         check_request(kind, restart_kernels)
         cid = self.cluster_id
-        public_key, pub_path = await self.public_key()
-        info = await self.read()
-        if kind == "start":
-            self.progress.step("starting", f"Starting cluster {cid}.")
-            info = await self.start_and_wait(info, public_key)
-        elif info.state not in RUNNING:
-            raise OperationFailed(f"Cluster {cid} is not running ({info.state}); start it instead.")
-
-        self.progress.step("configuring", f"Preparing SSH to the driver of cluster {cid}.")
-        if public_key is None:
-            raise OperationFailed(
-                f"There is no SSH public key at {pub_path} for profile {self.profile}; "
-                f"create the key pair with 'databrickslabs-jupyterlab {self.profile} -s "
-                f"-i {cid}' first."
-            )
-        info = await self.add_key(info, public_key)
-        link = await self.connect(info)
+        info, link = await self.login(await self.read(), start=kind == "start")
         try:
-            self.progress.step(
-                "installing", f"Checking the libraries on the driver of cluster {cid}."
-            )
-            installed = await self.prepare(
+            installed = await self.prepare_running(
                 link, info, force=kind == "reconfigure" or check_libraries
             )
         finally:

@@ -145,8 +145,7 @@ def _check_names(args: argparse.Namespace) -> None:
         raise CliError(f"{args.profile!r} is not a Databricks CLI profile name.", EXIT_USAGE)
     if args.id is not None and not vocabulary.is_cluster_id(args.id):
         raise CliError(
-            f"{args.id!r} is not a cluster id (letters, digits and '-', e.g. "
-            "0806-143104-skirt84).",
+            f"{args.id!r} is not a cluster id (letters, digits and '-', e.g. 0806-143104-skirt84).",
             EXIT_USAGE,
         )
 

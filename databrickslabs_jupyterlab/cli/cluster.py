@@ -4,7 +4,7 @@ and ``-m`` (mirror): every one goes through the lifecycle of :mod:`..operations`
 ``-r`` is the server's reconfigure, step for step: ``Lifecycle.run("reconfigure")`` on a
 running cluster, ``Lifecycle.run("start")`` on any other (as the server's start). ``-l`` runs
 the start (the driver is checked once per driver start). ``-V`` and ``-m`` need a logged-in
-driver only: they take the steps ``start_and_wait``, ``add_key`` and ``connect``.
+driver only: they take the steps ``starting`` and ``configuring`` (``Lifecycle.login``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..driver import DriverLink
 from ..settings import DriverSettings
 from ..vocabulary import COMING_UP, RUNNING
 from ..workspace import ClusterInfo
-from .context import Context, StepPrinter, add_key, cluster
+from .context import Context, StepPrinter, cluster
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_SSH, CliError, cli_error, ws_call
 from .kernels import specs
 from .output import confirm, out, print_json, progress, table, tilde
@@ -125,14 +125,8 @@ async def logged_in(ctx: Context) -> tuple[ClusterInfo, DriverLink]:
     cid = info.cluster_id
     public_key = ctx.require_key(cid)
     await confirm_key(ctx, info, public_key)
-    printer = StepPrinter(cid)
-    lifecycle = ctx.lifecycle(ws, cid, printer)
-    if info.state not in RUNNING:
-        printer.step("starting", f"Starting cluster {cid}.")
-        info = await ws_call(lifecycle.start_and_wait(info, public_key))
-    printer.step("configuring", f"Preparing SSH to the driver of cluster {cid}.")
-    info = await ws_call(add_key(ctx, lifecycle, info, public_key))
-    link = await ws_call(lifecycle.connect(info))
+    lifecycle = ctx.lifecycle(ws, cid, StepPrinter(cid))
+    info, link = await ws_call(lifecycle.login(info, start=info.state not in RUNNING))
     progress("   SSH login works.")
     return info, link
 

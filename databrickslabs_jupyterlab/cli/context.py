@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import sshconfig
-from ..operations import Lifecycle, Progress
+from ..operations import NO_KERNELS_HERE, Lifecycle, Progress
 from ..settings import DriverSettings
 from ..vocabulary import RUNNING, STEPS
 from .errors import EXIT_NOT_FOUND, EXIT_SSH, EXIT_USAGE, CliError, sentence, ws_call
@@ -117,7 +117,10 @@ class Context:
 
         timeout = self.args.api_timeout
         if timeout is None:
-            retry, http = self.settings.workspace_retry_timeout, self.settings.workspace_http_timeout
+            retry, http = (
+                self.settings.workspace_retry_timeout,
+                self.settings.workspace_http_timeout,
+            )
         else:
             retry, http = max(1, round(timeout)), timeout
         return await ws_call(
@@ -194,7 +197,7 @@ class StepPrinter(Progress):
         progress(f"=> {step} ({STEPS.index(step) + 1}/{len(STEPS)}): {message}")
 
     def detail(self, line: str) -> None:
-        if self.current == "restarting-kernels" and line == "No kernel to restart.":
+        if line == NO_KERNELS_HERE:
             return  # said by the step line already
         progress(f"   {line}")
 
@@ -206,18 +209,6 @@ class StepPrinter(Progress):
     def started(self) -> None:
         self.start_requested = True
         self.began = time.monotonic()
-
-
-async def add_key(ctx: Context, lifecycle: Lifecycle, info: Any, public_key: str) -> Any:
-    """``Lifecycle.add_key``, bounded by ``--timeout``: it waits for the restart that adding a
-    key to a running cluster causes, with no limit of its own."""
-    try:
-        return await asyncio.wait_for(lifecycle.add_key(info, public_key), ctx.args.timeout)
-    except asyncio.TimeoutError:  # TimeoutError from Python 3.11 on
-        raise CliError(
-            f"Cluster {info.cluster_id} did not reach RUNNING within {ctx.args.timeout:.0f} s "
-            "after the SSH key was added."
-        ) from None
 
 
 def describe(c: Any) -> str:

@@ -53,13 +53,10 @@ def kernel_env(args: argparse.Namespace) -> dict[str, str]:
 async def prepare_driver(ctx: Context, ws: Any, info: ClusterInfo) -> list[str]:
     """Log in to the running driver and install what it lacks (the lifecycle's steps)."""
     cid = info.cluster_id
-    printer = StepPrinter(cid)
-    lifecycle = ctx.lifecycle(ws, cid, printer)
-    printer.step("configuring", f"Preparing SSH to the driver of cluster {cid}.")
-    link = await ws_call(lifecycle.connect(info))
+    lifecycle = ctx.lifecycle(ws, cid, StepPrinter(cid))
+    info, link = await ws_call(lifecycle.login(info, start=False))
     try:
-        printer.step("installing", f"Checking the libraries on the driver of cluster {cid}.")
-        return await ws_call(lifecycle.prepare(link, info, force=False))
+        return await ws_call(lifecycle.prepare_running(link, info, force=False))
     finally:
         await link.close()
 

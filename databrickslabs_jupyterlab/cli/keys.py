@@ -2,7 +2,7 @@
 
 The cluster side is the lifecycle's: on a running cluster :meth:`~..operations.Lifecycle.add_key`
 puts the key on and waits until Databricks has restarted it; a terminated cluster gets the key
-with its configuration and uses it from its next start.
+with its configuration (``Lifecycle.put_key``) and uses it from its next start.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import sshconfig
 from ..vocabulary import COMING_UP, RUNNING
-from .context import Context, StepPrinter, add_key
+from .context import Context, StepPrinter
 from .errors import EXIT_SSH, CliError, ws_call
 from .output import confirm, out, print_json, progress, tilde
 from .parser import CLUSTER_ACTIONS
@@ -68,16 +68,13 @@ async def configure_ssh(ctx: Context) -> None:
             f"Add {tilde(ctx.pub_path)} to cluster {info.cluster_id}?", assume_yes=args.yes
         ):
             raise CliError("Nothing changed: the key was not added.")
+        lifecycle = ctx.lifecycle(ws, info.cluster_id, StepPrinter(info.cluster_id))
         if running:
-            lifecycle = ctx.lifecycle(ws, info.cluster_id, StepPrinter(info.cluster_id))
-            info = await ws_call(add_key(ctx, lifecycle, info, pub_line))
+            info = await ws_call(lifecycle.add_key(info, pub_line))
             progress(f"=> Added the key to cluster {info.cluster_id}; it is {info.state} again")
             restarted = True
         else:
-            # What the lifecycle's start does before starting; this cluster stays terminated.
-            await ws_call(
-                ws.set_ssh_public_keys(info.cluster_id, [*info.ssh_public_keys, pub_line])
-            )
+            await ws_call(lifecycle.put_key(info, pub_line))  # it applies from the next start
             progress(f"=> Added the key to cluster {info.cluster_id}")
     path = ctx.ssh_config
     existing = sshconfig.SshConfig.load(path).options(info.cluster_id)

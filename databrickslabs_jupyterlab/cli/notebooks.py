@@ -43,4 +43,3 @@ def import_notebook(args: argparse.Namespace) -> int:
     else:
         out(f"Imported {name or path.stem} as {path.name} ({cells} cells, experimental import).")
     return EXIT_OK
-

@@ -230,4 +230,3 @@ def is_demo(argv: Sequence[str]) -> bool:
     if not argv or argv[0] != "demo":
         return False
     return all(a.split("=", 1)[0] in DEMO_OPTIONS for a in argv[1:] if a.startswith("-"))
-
