@@ -29,12 +29,12 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-from .provisioner import CLUSTER_ID_PATTERN, PROFILE_PATTERN, PROVISIONER_NAME, secret_like
+from .provisioner import PROVISIONER_NAME
+from .vocabulary import is_cluster_id, is_env_name, is_profile, secret_like
 
 log = logging.getLogger(__name__)
 NAME_PREFIX = "ssh__"
 _NAME_DROP = re.compile(r"[^A-Za-z0-9._-]")
-ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Set by the provisioner or by Jupyter for every remote kernel; a spec cannot choose them.
 RESERVED_ENV = frozenset({"PYSPARK_PYTHON", "JPY_SESSION_NAME", "PYTHONEXECUTABLE"})
 RESERVED_ENV_PREFIX = "DBJL_"
@@ -92,7 +92,7 @@ def display_name(
 
 def env_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a variable of a remote kernel's env, or None when it can."""
-    if not ENV_NAME_PATTERN.fullmatch(name):
+    if not is_env_name(name):
         return f"{name!r} is not a valid environment variable name (letters, digits, _)"
     if name.upper().startswith(RESERVED_ENV_PREFIX) or name.upper() in RESERVED_ENV:
         return f"{name} is set by databrickslabs-jupyterlab itself for every remote kernel"
@@ -128,9 +128,9 @@ def kernel_name(display: str) -> str:
 
 
 def _validate(profile: str, cluster_id: str) -> None:
-    if not PROFILE_PATTERN.match(profile or ""):
+    if not is_profile(profile):
         raise ValueError(f"Invalid profile name {profile!r}")
-    if not CLUSTER_ID_PATTERN.match(cluster_id or ""):
+    if not is_cluster_id(cluster_id):
         raise ValueError(f"Invalid cluster id {cluster_id!r}")
 
 
