@@ -97,7 +97,7 @@ def test_kernel_json_holds_no_host_or_token() -> None:
 
 @pytest.mark.parametrize(
     ("profile", "cluster_id"),
-    [("demo", "bad id"), ("demo", "-x"), ("bad profile", "0806-1"), ("demo", "a;rm -rf /")],
+    [("demo", "bad id"), ("demo", "-x"), ("bad[profile]", "0806-1"), ("demo", "a;rm -rf /")],
 )
 def test_invalid_names_are_refused(profile: str, cluster_id: str) -> None:
     with pytest.raises(ValueError):
