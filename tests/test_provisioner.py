@@ -415,6 +415,23 @@ def test_stale_kernel_of_an_earlier_driver_is_left_alone(monkeypatch: pytest.Mon
     assert removed == [(4242, "/tmp/dbjl-kernel-abc", True)]
 
 
+def test_remote_process_inputs_are_checked_before_anything_is_sent() -> None:
+    """ssh's remote-process functions refuse what is not a kernel's PID, signal or run folder
+    before they touch the connection (here None)."""
+    from databrickslabs_jupyterlab import ssh
+
+    assert ssh.is_run_dir("/tmp/dbjl-kernel-a1_B")
+    for bad in ("/", "/tmp", "tmp/dbjl-kernel-a", "/tmp/../dbjl-kernel-a", "/tmp/dbjl-kernel-a\n"):
+        assert not ssh.is_run_dir(bad), bad
+        with pytest.raises(ValueError):
+            asyncio.run(ssh.remove_run_dir(None, bad))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        asyncio.run(ssh.signal_process(None, 4242, "STOP"))  # type: ignore[arg-type]
+    for pid in (0, 1, -5, True):
+        with pytest.raises(ValueError):
+            asyncio.run(ssh.process_alive(None, pid))  # type: ignore[arg-type]
+
+
 def _sshd_sessions(master: int) -> list[int]:
     """The per-connection sshd processes under the sshd master (not the master itself)."""
     parents: dict[int, int] = {}
