@@ -90,6 +90,7 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         self._target: Any = None
         self._conn: Any = None  # asyncssh.SSHClientConnection, lives on the SSH loop
         self._monitor_task: asyncio.Future[Any] | None = None
+        self._link_task: asyncio.Future[Any] | None = None
         self._listeners: list[Any] = []
         self._exit_status: int | None = None
         self._link_lost = False
@@ -452,7 +453,7 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         )
         self._target, self._conn, self._link_lost = target, conn, False
         self.use_sudo = self.settings.use_sudo(target.user)
-        asyncio.ensure_future(self._watch_link(conn))
+        self._link_task = asyncio.ensure_future(self._watch_link(conn))  # keep a reference
         return conn
 
     async def _remote(
@@ -463,6 +464,7 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         return await action(conn, *args, sudo=self.use_sudo if sudo is None else sudo)
 
     async def _prepare_driver(self, conn: Any) -> None:
+        """A driver without ipykernel would fail the start with a bare traceback: install it."""
         assert self.settings is not None
         wanted = ", ".join(self.settings.driver_requirements)
 
