@@ -26,7 +26,6 @@ Nothing secret leaves this process except the kernel's HMAC key, on the SSH chan
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -40,10 +39,7 @@ from .remotekernel import on_ssh_loop, ssh_loop
 from .settings import DriverSettings
 
 PROVISIONER_NAME = "databricks-ssh-provisioner"
-# For ``kernelspecs`` (which calls ``.match``): the vocabulary's rules, anchored at the end; a
-# profile in a kernelspec also has no whitespace (kernelspecs' own, stricter rule).
-CLUSTER_ID_PATTERN = re.compile(rf"(?:{vocabulary.CLUSTER_ID.pattern})\Z")
-PROFILE_PATTERN = re.compile(rf"(?=\S*\Z)(?:{vocabulary.PROFILE.pattern})\Z")
+#: Older import path of the vocabulary's rule (ids and profiles: ``vocabulary.is_*``).
 secret_like = vocabulary.secret_like
 SPARK_ATTACH_CODE = sparkattach.ATTACH_CODE
 PORT_NAMES = remotekernel.PORT_NAMES
