@@ -112,7 +112,7 @@ async def launch(
     env: dict[str, str],
     *,
     sudo: bool,
-    on_pid: Any = None,
+    on_pid: Callable[[int | None, str | None], None] | None = None,
 ) -> Started:
     """Run the bootstrap with ``python`` until the kernel has its ports; retry a port race.
 
