@@ -34,7 +34,7 @@ import asyncssh
 from . import vocabulary
 
 if TYPE_CHECKING:
-    from .ssh import HostKeyChanged
+    from .ssh.connection import HostKeyChanged
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def _int_or_none(value: object) -> int | None:
 
 
 def _changed(message: str) -> HostKeyChanged:
-    # ssh.py owns the SSH error classes and imports this module; importing them when a refusal
+    # ssh.connection owns the SSH error classes and imports this module; importing them when a refusal
     # is built (never at import time) keeps the two modules free of an import cycle.
-    from .ssh import HostKeyChanged
+    from .ssh.connection import HostKeyChanged
 
     return HostKeyChanged(message)
 

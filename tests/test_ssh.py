@@ -29,6 +29,7 @@ from databrickslabs_jupyterlab.ssh import (
     build_command,
     resolve_target,
 )
+from databrickslabs_jupyterlab.ssh.connection import _parse_jump
 from tests.fixtures.sshd import Sshd, write_keypair
 
 CLUSTER = "0123-456789-abcdef12"
@@ -211,24 +212,24 @@ def test_build_command_rejects_empty_and_string_argv() -> None:
 
 def test_parse_jump_forms(isolated_home: Path) -> None:
     settings = settings_for(isolated_home)
-    hop = ssh._parse_jump("alice@bastion.example.com:2022", settings, "/k")
+    hop = _parse_jump("alice@bastion.example.com:2022", settings, "/k")
     assert (hop.user, hop.host, hop.port, hop.identity_file) == (
         "alice",
         "bastion.example.com",
         2022,
         "/k",
     )
-    hop = ssh._parse_jump("ssh://bob@[::1]:23", settings, "/k")
+    hop = _parse_jump("ssh://bob@[::1]:23", settings, "/k")
     assert (hop.user, hop.host, hop.port) == ("bob", "::1", 23)
     write_config(isolated_home, "Host jb\n  HostName 10.1.1.1\n  User carol\n  Port 2\n")
-    hop = ssh._parse_jump("jb", settings, "/k")
+    hop = _parse_jump("jb", settings, "/k")
     assert (hop.user, hop.host, hop.port) == ("carol", "10.1.1.1", 2)
     with pytest.raises(SshError):
-        ssh._parse_jump("x@h:notaport", settings, "/k")
+        _parse_jump("x@h:notaport", settings, "/k")
     with pytest.raises(SshError):
-        ssh._parse_jump("@h", settings, "/k")
+        _parse_jump("@h", settings, "/k")
     write_config(isolated_home, "Host jb\n  IdentityFile ~/keys/%h-%r\n  User dave\n")
-    hop = ssh._parse_jump("jb", settings, "/k")
+    hop = _parse_jump("jb", settings, "/k")
     assert hop.identity_file == str(isolated_home / "keys" / "jb-dave")
 
 
