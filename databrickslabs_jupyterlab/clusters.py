@@ -554,14 +554,6 @@ class _StatusProgress(operations.Progress):
             self.conn.operation["detail"] = line[:500]
             self.conn._publish()
 
-    def kernel_changed(self, state: str, text: str) -> None:
-        """A kernel of this cluster changed state; a lost one is news and worth a refresh."""
-        if state in ("disconnected", "dead"):
-            self.note(text)
-            self._wake.set()
-        else:
-            self._publish()
-
     def note(self, message: str) -> None:
         self.conn.note(message)
 
