@@ -136,6 +136,11 @@ class ClusterConnection:
             self._wake.set()
 
     @property
+    def read_error(self) -> WorkspaceError | None:
+        """Why the last read of the cluster failed, if it did."""
+        return self._read_error
+
+    @property
     def paused(self) -> bool:
         return self._paused
 

@@ -13,7 +13,7 @@ from . import kernelstate
 from .clusters import ClusterConnection, ServiceSettings
 from .driver import DriverAccess
 from .operations import RestartKernels
-from .workspace import ProfileInfo, Workspace, list_profiles
+from .workspace import NoSuchCluster, ProfileInfo, Workspace, list_profiles
 
 WorkspaceFactory = Callable[[str], Awaitable[Any]]
 
@@ -139,8 +139,7 @@ class ClusterRegistry:
         await conn.wait_first_read(self.settings.first_read_wait)
         if conn.not_found:
             await self.forget(profile, cluster_id)
-            assert conn._read_error is not None
-            raise conn._read_error
+            raise conn.read_error or NoSuchCluster(f"Cluster {cluster_id} does not exist.")
         return conn
 
     async def forget(self, profile: str, cluster_id: str) -> None:
