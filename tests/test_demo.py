@@ -205,12 +205,12 @@ def test_demo_rejects_a_bad_time_scale(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_demo_word_is_a_profile_when_cli_flags_follow() -> None:
-    from databrickslabs_jupyterlab.cli import _is_demo
+    from databrickslabs_jupyterlab.cli.parser import is_demo
 
-    assert _is_demo(["demo"])
-    assert _is_demo(["demo", "--no-browser", "--port=9999", "--time-scale", "0.5"])
-    assert not _is_demo(["demo", "-k", "-i", "x"])
-    assert not _is_demo(["demo", "-p"])
+    assert is_demo(["demo"])
+    assert is_demo(["demo", "--no-browser", "--port=9999", "--time-scale", "0.5"])
+    assert not is_demo(["demo", "-k", "-i", "x"])
+    assert not is_demo(["demo", "-p"])
 
 
 def test_demo_without_jupyterlab_says_so_before_starting_anything(
