@@ -255,6 +255,12 @@ def dbcontext(app_name: str = "databrickslabs-jupyterlab", *, quiet: bool = Fals
     ns = _user_namespace()
     if ns is not None:
         ns.update(names)
+        try:  # %sql, %fs, display()...; a helper copy shipped without idioms.py just lacks them
+            from .idioms import register
+        except ImportError:
+            pass
+        else:
+            register()
     if not quiet:
         print(
             f"Spark {spark.version} from {where}: spark, sc, sqlContext, dbutils are ready.",
