@@ -50,7 +50,13 @@ class Simulator:
         time_scale: float = 1.0,
         state_dir: str | Path | None = None,
         seed: int | None = None,
+        pyspark_path: str | Path | None = None,
+        spark: bool | None = None,
     ) -> None:
+        """``pyspark_path``: a folder holding pyspark (``pip install --target``), put on the
+        driver's PYTHONPATH; the driver then runs one Spark application per cluster start.
+        ``spark=True`` runs Spark with the driver Python's own pyspark; without either, no JVM
+        is ever started."""
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self._rng = random.Random(seed)
@@ -58,6 +64,8 @@ class Simulator:
         if seed is None and token is None:
             self.token = "dapi" + secrets.token_hex(16)
         self.time_scale = time_scale
+        self.pyspark_path = str(Path(pyspark_path).expanduser()) if pyspark_path else None
+        self.spark = bool(spark) if spark is not None else self.pyspark_path is not None
         self.state_dir = Path(state_dir).expanduser() if state_dir else default_state_dir()
         self.driver_python = str(self.state_dir / "driver" / "python" / "bin" / "python")
         self.workspace_id = str(self._rng.randint(10**15, 10**16 - 1))
@@ -150,6 +158,8 @@ class Simulator:
             bin_dir=lambda: self._bin_dir,
             home_dir=self._home_for(cluster_id),
         )
+        cluster.runtime.pyspark_path = self.pyspark_path
+        cluster.runtime.spark_enabled = self.spark
         cluster.seed_history(state)
         self._clusters[cluster_id] = cluster
         if state == "RUNNING":
@@ -197,6 +207,17 @@ class Simulator:
             event = cluster.changed
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
+
+    async def wait_spark(self, cluster_id: str, timeout: float = 120) -> dict[str, Any]:
+        """Wait until the running driver's Spark application is ready (or failed to start);
+        returns its description (``application_id``, ``ready_time``, ``error``, ``pid``)."""
+        runtime = self.cluster(cluster_id).runtime
+        if not runtime.spark_enabled:
+            raise RuntimeError("this simulator runs no Spark (give it pyspark_path)")
+        if not runtime.up:
+            raise RuntimeError(f"cluster {cluster_id} has no running driver")
+        await asyncio.wait_for(runtime.spark_ready.wait(), timeout)
+        return runtime.describe()
 
     # -- controls ----------------------------------------------------------------------------
     def fail_next(self, n: int, status: int, path: str | None = None) -> None:
@@ -260,6 +281,7 @@ class Simulator:
             "host_key": cluster.host_key,
             "start_time": cluster.start_time,
             "driver_start": cluster.driver_start,
+            "spark": cluster.runtime.describe(),
         }
 
 

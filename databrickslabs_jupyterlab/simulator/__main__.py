@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         help="inactivity before a cluster terminates (times --time-scale; 0: never)",
     )
     p.add_argument("--state-dir", help="where the driver's Python venv lives (reused)")
+    p.add_argument(
+        "--pyspark-path",
+        metavar="DIR",
+        help="a folder holding pyspark (pip install --target DIR pyspark), put on the drivers' "
+        "PYTHONPATH: each running cluster then runs one Spark application (needs Java), "
+        "used by its REST 1.2 execution contexts",
+    )
     p.add_argument("--token", help="the workspace token (default: a random one)")
     p.add_argument("--seed", type=int, help="seed for cluster ids (reproducible runs)")
     p.add_argument("--profile", default="demo", help="profile name to print (default %(default)s)")
@@ -108,7 +115,11 @@ async def run(
 ) -> int:
     profile = args.write_profile or args.profile
     sim = Simulator(
-        token=args.token, time_scale=args.time_scale, state_dir=args.state_dir, seed=args.seed
+        token=args.token,
+        time_scale=args.time_scale,
+        state_dir=args.state_dir,
+        seed=args.seed,
+        pyspark_path=args.pyspark_path,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 import tornado.web
 
+from .commands import ALL_LANGUAGES, LANGUAGES, CommandError
 from .lifecycle import ClusterStateError
 
 if TYPE_CHECKING:
@@ -327,6 +328,128 @@ class LibrariesInstall(_Base):
         self.reply({})
 
 
+# -- Command Execution API (REST 1.2) ---------------------------------------------------------
+class _Api12(_Base):
+    """``clusterId``/``contextId``/``commandId`` in the body (POST) or the query (GET), as
+    databricks-sdk's ``command_execution`` sends them; the driver must be RUNNING."""
+
+    def field(self, source: dict[str, Any] | None, name: str) -> str:
+        value = self.get_query_argument(name, None) if source is None else source.get(name)
+        if not value or not isinstance(value, str):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Missing required field: {name}")
+        return value
+
+    def runtime(self, source: dict[str, Any] | None) -> Any:
+        cluster_id = self.field(source, "clusterId")
+        cluster = self.cluster(cluster_id)
+        if cluster.state != "RUNNING" or not cluster.runtime.up:
+            raise ApiError(
+                400,
+                "INVALID_STATE",
+                f"Cluster {cluster_id} is not running (state {cluster.state.capitalize()}).",
+            )
+        return cluster.runtime
+
+    def language(self, value: Any, default: str | None = None) -> str:
+        if value is None and default is not None:
+            return default
+        language = str(value or "").lower()
+        if language in LANGUAGES:
+            return language
+        if language in ALL_LANGUAGES:
+            raise ApiError(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                f"Language {language} is not supported by the simulated driver "
+                f"(supported: {', '.join(LANGUAGES)}).",
+            )
+        raise ApiError(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            f"Invalid language: {value!r} (expected one of {', '.join(ALL_LANGUAGES)}).",
+        )
+
+    def command_error(self, exc: CommandError) -> ApiError:
+        return ApiError(exc.status, exc.error_code, exc.message)
+
+
+class ContextsCreate(_Api12):
+    def post(self) -> None:
+        body = self.body()
+        runtime = self.runtime(body)
+        language = self.language(body.get("language"), default="python")
+        self.reply({"id": runtime.create_context(language).id})
+
+
+class ContextsStatus(_Api12):
+    def get(self) -> None:
+        runtime = self.runtime(None)
+        try:
+            context = runtime.context(self.field(None, "contextId"))
+        except CommandError as exc:
+            raise self.command_error(exc) from exc
+        self.reply({"id": context.id, "status": context.status})
+
+
+class ContextsDestroy(_Api12):
+    def post(self) -> None:
+        body = self.body()
+        runtime = self.runtime(body)
+        context_id = self.field(body, "contextId")
+        try:
+            runtime.destroy_context(context_id)
+        except CommandError as exc:
+            raise self.command_error(exc) from exc
+        self.reply({"id": context_id})
+
+
+class CommandsExecute(_Api12):
+    def post(self) -> None:
+        body = self.body()
+        runtime = self.runtime(body)
+        try:
+            context = runtime.context(self.field(body, "contextId"))
+        except CommandError as exc:
+            raise self.command_error(exc) from exc
+        language = self.language(body.get("language"), default=context.language)
+        command = body.get("command")
+        if not isinstance(command, str):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: command")
+        if context.status == "Error":
+            raise ApiError(
+                400, "INVALID_STATE", f"Execution context {context.id} is in state Error."
+            )
+        runtime.touch()
+        self.reply({"id": context.execute(language, command).id})
+
+
+class _CommandHandler(_Api12):
+    def command(self, source: dict[str, Any] | None) -> Any:
+        runtime = self.runtime(source)
+        try:
+            context = runtime.context(self.field(source, "contextId"))
+        except CommandError as exc:
+            raise self.command_error(exc) from exc
+        command_id = self.field(source, "commandId")
+        command = context.commands.get(command_id)
+        if command is None:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Command {command_id} does not exist.")
+        return context, command
+
+
+class CommandsStatus(_CommandHandler):
+    def get(self) -> None:
+        _, command = self.command(None)
+        self.reply(command.to_json())
+
+
+class CommandsCancel(_CommandHandler):
+    def post(self) -> None:
+        context, command = self.command(self.body())
+        context.cancel(command)
+        self.reply({"id": command.id})
+
+
 # -- controls -------------------------------------------------------------------------------
 class _Control(_Base):
     is_api = False
@@ -426,6 +549,12 @@ def make_app(sim: Simulator) -> tornado.web.Application:
             (r"/api/2\.[01]/clusters/events", ClustersEvents, kw),
             (r"/api/2\.0/libraries/cluster-status", LibrariesStatus, kw),
             (r"/api/2\.0/libraries/install", LibrariesInstall, kw),
+            (r"/api/1\.2/contexts/create", ContextsCreate, kw),
+            (r"/api/1\.2/contexts/status", ContextsStatus, kw),
+            (r"/api/1\.2/contexts/destroy", ContextsDestroy, kw),
+            (r"/api/1\.2/commands/execute", CommandsExecute, kw),
+            (r"/api/1\.2/commands/status", CommandsStatus, kw),
+            (r"/api/1\.2/commands/cancel", CommandsCancel, kw),
             (rf"/_sim/clusters/{cid}/terminate", SimTerminate, kw),
             (rf"/_sim/clusters/{cid}/ssh", SimSshMode, kw),
             (rf"/_sim/clusters/{cid}/drop-ssh", SimDropSsh, kw),

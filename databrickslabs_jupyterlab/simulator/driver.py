@@ -278,6 +278,11 @@ class SshDriver:
         return len(self._conns)
 
     @property
+    def mark_env(self) -> tuple[str, str]:
+        """The environment variable (name, value) that marks this driver's processes."""
+        return DRIVER_MARK, self._mark
+
+    @property
     def host_key_text(self) -> str | None:
         if self.host_key is None:
             return None

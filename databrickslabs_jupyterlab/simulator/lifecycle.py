@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .commands import DriverRuntime
 from .driver import SshDriver
 
 PENDING_SECONDS = 6.0
@@ -122,6 +123,15 @@ class SimCluster:
         self._kills: set[asyncio.Task[None]] = set()
         self.driver = SshDriver(
             cluster_id, ssh_port, bin_dir=bin_dir, home_dir=home_dir, on_activity=self.touch
+        )
+        # Beside the SSH home: the documented driver layout, Spark and the REST 1.2 contexts.
+        self.runtime = DriverRuntime(
+            cluster_id,
+            root=home_dir.parent / "root",
+            bin_dir=bin_dir,
+            mark=self.driver.mark_env,
+            spark_version=lambda: self.spec["spark_version"],
+            touch=self.touch,
         )
 
     # -- public read-only view ---------------------------------------------------------------
@@ -264,6 +274,7 @@ class SimCluster:
     # -- driver up / down --------------------------------------------------------------------
     def _driver_up(self) -> None:
         self.driver.listen(self.spec["ssh_public_keys"])
+        self.runtime.driver_up()
         self.driver_start = now_ms()
         self.last_state_loss_time = self.driver_start
         self.driver_node_id = f"{self._rng.getrandbits(128):032x}"
@@ -278,6 +289,7 @@ class SimCluster:
         self._event("DRIVER_HEALTHY", {})
 
     def _driver_down(self) -> asyncio.Task[None]:
+        self.runtime.driver_down()
         sids = self.driver.close()
         task = asyncio.get_running_loop().create_task(self.driver.kill(sids))
         self._kills.add(task)

@@ -147,6 +147,9 @@ class SimulatorThread:
     def wait_state(self, cluster_id: str, state: str, timeout: float = 30) -> None:
         self._submit(self.sim.wait_state(cluster_id, state, timeout), timeout + 5)
 
+    def wait_spark(self, cluster_id: str, timeout: float = 120) -> dict[str, Any]:
+        return self._submit(self.sim.wait_spark(cluster_id, timeout), timeout + 5)
+
     def profile_text(self, profile: str = "demo") -> str:
         return self.sim.profile_text(profile)
 
