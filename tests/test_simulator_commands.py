@@ -391,6 +391,15 @@ def test_one_spark_application_per_cluster_start_shared_by_every_context(
     assert shown.results.result_type == ResultType.TABLE
     assert len(shown.results.data) == 1000 and shown.results.truncated is True
 
+    # a cancel interrupts the command and cancels its Spark jobs (seen from the other context)
+    busy = submit(w, cid, first, "spark.range(10**12).selectExpr('sum(id)').collect()")
+    jobs = "len(sc.statusTracker().getActiveJobsIds())"
+    wait_for("a running Spark job", lambda: text(run(w, cid, second, jobs)) != "0", 60)
+    w.command_execution.cancel(cluster_id=cid, context_id=first, command_id=busy)
+    assert wait_status(w, cid, first, busy, timeout=30).status == CommandStatus.CANCELLED
+    wait_for("no Spark job", lambda: text(run(w, cid, second, jobs)) == "0", 30)
+    assert text(run(w, cid, first, "spark.range(3).count()", timeout=60)) == "3"
+
     # termination takes the application (its JVM) and the gateway file with it
     host = spark["pid"]
     sim.terminate(cid, "USER_REQUEST")
