@@ -249,6 +249,13 @@ def test_commands_run_one_at_a_time_and_cancel_interrupts(sim_profile: SimProfil
     assert text(wait_status(w, cid, ctx, queued)) == "'ran after the cancel'"
     assert text(run(w, cid, ctx, "kept")) == "'yes'"
 
+    # a cancel right after the execute (whether the REPL has begun the command or not) holds
+    for _ in range(3):
+        quick = submit(w, cid, ctx, "time.sleep(120)")
+        w.command_execution.cancel(cluster_id=cid, context_id=ctx, command_id=quick)
+        assert wait_status(w, cid, ctx, quick, timeout=20).status == CommandStatus.CANCELLED
+    assert text(run(w, cid, ctx, "kept")) == "'yes'"
+
 
 def test_destroy_and_errors_like_the_api(sim_profile: SimProfile) -> None:
     sim = sim_profile.simulator

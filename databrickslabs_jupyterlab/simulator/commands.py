@@ -102,9 +102,9 @@ class ExecutionContext:
             command.finish("Cancelled", _cancelled("Command cancelled before it started"))
         elif command.status == "Running" and command is self._running:
             command.status = "Cancelling"
-            if self._proc is not None and self._proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self._proc.send_signal(signal.SIGINT)
+            if self._proc is not None and self._proc.stdin is not None:
+                with contextlib.suppress(Exception):
+                    self._proc.stdin.write((json.dumps({"cancel": command.id}) + "\n").encode())
 
     def close(self, reason: str = "the execution context was destroyed") -> None:
         """Forget the REPL (its process is killed here, or with the driver)."""

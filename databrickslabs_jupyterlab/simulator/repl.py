@@ -4,10 +4,12 @@ A standalone script (standard library at import time; pyspark only when the driv
 started by path, so that the driver venv needs nothing of this package. One process per context,
 one command at a time, one namespace for the context's life, like a notebook REPL on a driver.
 
-Protocol: JSON lines. Requests on stdin (``{"id", "language", "command"}``), replies on the
-original stdout (``{"ready": ...}`` once, then ``{"id", "results", "cancelled"}`` per command);
-the file descriptors 1 and 2 then go to the context's log, so that output written by child
-processes or C code never corrupts the protocol. SIGINT interrupts the running command only.
+Protocol: JSON lines. Requests on stdin: ``{"id", "language", "command"}`` runs a command (the
+simulator sends the next one only after the previous reply), ``{"cancel": id}`` interrupts that
+command (a SIGINT to the main thread, only while that very command runs) or skips it if it has
+not started. Replies on the original stdout: ``{"ready": ...}`` once, then ``{"id", "results",
+"cancelled"}`` per command. The file descriptors 1 and 2 then go to the context's log, so that
+output written by child processes or C code never corrupts the protocol.
 
 Usage: ``python repl.py LOG_FILE [SPARK_GATEWAY_FILE]``
 """
@@ -20,8 +22,10 @@ import contextlib
 import io
 import json
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -31,11 +35,32 @@ MAX_ROWS = 1000
 SPARK_WAIT_SECONDS = 300.0
 
 _executing = False
+_lock = threading.Lock()
+_current: str | None = None  # the command running now
+_cancel: set[str] = set()  # commands to interrupt or skip
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
-    if _executing:
+    # Only the command that was asked to stop: a late signal never hits the next command.
+    if _executing and _current in _cancel:
         raise KeyboardInterrupt
+
+
+def _read_requests(requests: queue.Queue[dict[str, Any] | None]) -> None:
+    """Reader thread: commands go to the main thread, cancels are acted on at once."""
+    main_thread = threading.main_thread().ident
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        if "cancel" in request:
+            with _lock:
+                _cancel.add(str(request["cancel"]))
+                if _current == request["cancel"] and main_thread is not None:
+                    signal.pthread_kill(main_thread, signal.SIGINT)
+        else:
+            requests.put(request)
+    requests.put(None)
 
 
 class _Display:
@@ -155,6 +180,29 @@ def _run_python(code: str, namespace: dict[str, Any], out: io.StringIO) -> Any:
 
 
 def _execute(request: dict[str, Any], namespace: dict[str, Any], shown: list[_Display]) -> dict:
+    global _current
+    with _lock:
+        _current = str(request.get("id"))
+        skip = _current in _cancel
+    try:
+        if skip:
+            return {
+                "id": request.get("id"),
+                "results": {
+                    "resultType": "error",
+                    "summary": "Command cancelled",
+                    "cause": "Command cancelled before it started",
+                },
+                "cancelled": True,
+            }
+        return _execute_now(request, namespace, shown)
+    finally:
+        with _lock:
+            _cancel.discard(_current or "")
+            _current = None
+
+
+def _execute_now(request: dict[str, Any], namespace: dict[str, Any], shown: list[_Display]) -> dict:
     global _executing
     language = request.get("language") or "python"
     code = request.get("command") or ""
@@ -274,10 +322,10 @@ def main(argv: list[str]) -> int:
             ready["sparkError"] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
     send(ready)
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        send(_execute(json.loads(line), namespace, shown))
+    requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    threading.Thread(target=_read_requests, args=(requests,), daemon=True).start()
+    while (request := requests.get()) is not None:
+        send(_execute(request, namespace, shown))
     return 0
 
 
