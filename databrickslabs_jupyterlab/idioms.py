@@ -14,6 +14,7 @@ gets Python values pasted into its text. Values reach SQL as bound parameters in
 from __future__ import annotations
 
 import codecs
+import contextlib
 import html
 import os
 import re
@@ -22,7 +23,8 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "split_sql",
     "table_bundle",
     "run_shell",
+    "cancel_on_interrupt",
     "CommandFailed",
 ]
 
@@ -131,10 +134,53 @@ def is_pandas_dataframe(obj: Any) -> bool:
     return _is_a(obj, "pandas", "DataFrame")
 
 
+@contextlib.contextmanager
+def cancel_on_interrupt(spark: Any) -> Iterator[None]:
+    """Cancel the Spark jobs started inside the block when the kernel is interrupted.
+
+    An interrupt only stops Python waiting for the JVM; the jobs would go on (ipykernel replaces
+    pyspark's own SIGINT handler while a cell runs). Classic Spark 3.5+ tags the block's jobs on
+    the SparkContext (its session tags would not do: they belong to the JVM thread, and py4j
+    answers the interrupted thread's next call from a new one); Spark Connect tags operations on
+    the session; older Spark cancels every job of the context."""
+    tag = f"dbjl-idioms-{uuid.uuid4().hex}"
+    add, cancel, remove = _job_tagging(spark)
+    try:
+        add(tag)
+    except Exception:  # noqa: BLE001 - no job tags in this Spark
+        add, remove = None, None
+
+        def cancel(_tag: str) -> Any:
+            return spark.sparkContext.cancelAllJobs()
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        try:
+            cancel(tag)
+        except Exception as exc:  # noqa: BLE001 - the interrupt itself must still arrive
+            print(f"Could not cancel the Spark jobs: {exc}", file=sys.stderr)
+        raise
+    finally:
+        if remove is not None:
+            with contextlib.suppress(Exception):
+                remove(tag)
+
+
+def _job_tagging(spark: Any) -> tuple[Any, Any, Any]:
+    """(add, cancel, remove) of job tags: the SparkContext's (classic) or the session's (Connect)."""
+    try:
+        sc = spark.sparkContext  # Spark Connect has none
+    except Exception:  # noqa: BLE001
+        return spark.addTag, spark.interruptTag, spark.removeTag
+    return sc.addJobTag, sc.cancelJobsWithTag, sc.removeJobTag
+
+
 def spark_bundle(df: Any, limit: int | None = None) -> dict[str, str]:
     """A table of at most ``limit`` rows; one more is fetched to know whether there are more."""
     limit = options.max_rows if limit is None else limit
-    rows = df.limit(limit + 1).collect()
+    with cancel_on_interrupt(df.sparkSession):
+        rows = df.limit(limit + 1).collect()
     more = len(rows) > limit
     rows = rows[:limit]
     total = f"{limit + 1}+" if more else str(len(rows))  # at least one more than shown
@@ -259,9 +305,10 @@ class _Idioms:
             raise _usage_error(f"%sql -p: no variable {', '.join(missing)} in this notebook.")
         args = {p: self.shell.user_ns[p] for p in params}
         df = None
-        for statement in statements:
-            used = {k: v for k, v in args.items() if re.search(rf":{k}\b", statement)}
-            df = spark.sql(statement, args=used) if used else spark.sql(statement)
+        with cancel_on_interrupt(spark):
+            for statement in statements:
+                used = {k: v for k, v in args.items() if re.search(rf":{k}\b", statement)}
+                df = spark.sql(statement, args=used) if used else spark.sql(statement)
         self.shell.user_ns["_sqldf"] = df
         if df is not None and list(df.columns):
             _publish(spark_bundle(df, limit))

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -329,15 +330,28 @@ def test_display_pandas_dataframe(shell: Any) -> None:
 @pytest.fixture(scope="module")
 def spark_shell(shell: Any) -> Iterator[Any]:
     """The shell after dbcontext(): one local SparkSession for the module's Spark tests."""
-    if PYSPARK_PATH and PYSPARK_PATH not in sys.path:
+    added = bool(PYSPARK_PATH) and importlib.util.find_spec("pyspark") is None
+    if added:
         sys.path.insert(0, PYSPARK_PATH)
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k == "DATABRICKS_RUNTIME_VERSION"}
     names = connect.dbcontext(quiet=True)
     os.environ.update(saved)
     yield shell
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
     names["spark"].stop()
     for name in ("spark", "sc", "sqlContext", "dbutils", "_sqldf"):
         shell.user_ns.pop(name, None)
+    if gateway is not None:  # end the JVM: its stdin closing makes it exit
+        gateway.shutdown()
+        gateway.proc.stdin.close()
+        gateway.proc.wait(60)
+        SparkContext._gateway = SparkContext._jvm = None
+    if added:  # later tests (test_connect's) see no pyspark again, as at collection
+        sys.path.remove(PYSPARK_PATH)
+        for module in [m for m in sys.modules if m.split(".")[0] in ("pyspark", "py4j")]:
+            del sys.modules[module]
 
 
 def _spark(test: Any) -> Any:
@@ -469,3 +483,33 @@ def test_sql_cell_and_display_in_a_real_kernel() -> None:
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+@_spark
+def test_interrupt_cancels_the_spark_jobs_of_a_display(spark_shell: Any) -> None:
+    """A SIGINT while display() waits for Spark (as ipykernel's interrupt) cancels the job."""
+    spark = spark_shell.user_ns["spark"]
+    tracker = spark.sparkContext.statusTracker()
+    started = threading.Event()
+
+    def interrupt_once_running() -> None:
+        deadline = time.monotonic() + 60
+        while not tracker.getActiveJobsIds() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started.set()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    endless = spark.range(0, 10**13, numPartitions=4).selectExpr("max(id) AS m")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_once_running, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            idioms.display(endless)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert started.is_set()
+    deadline = time.monotonic() + 30  # a hang guard: cancelled jobs end within a second here
+    while tracker.getActiveJobsIds() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tracker.getActiveJobsIds() == []
+    assert spark.range(5).count() == 5  # the session is still usable
