@@ -307,6 +307,47 @@ def test_destroy_and_errors_like_the_api(sim_profile: SimProfile) -> None:
     assert sim.calls()["GET /api/1.2/contexts/status"] >= 3
 
 
+def test_a_dead_repl_is_an_error(sim_profile: SimProfile) -> None:
+    w, cid = running(sim_profile)
+    ctx = new_context(w, cid)
+    died = run(w, cid, ctx, "import os\nos._exit(1)")
+    assert died.status == CommandStatus.ERROR
+    assert died.results.result_type == ResultType.ERROR and "REPL ended" in died.results.summary
+    assert w.command_execution.context_status(cid, ctx).status == ContextStatus.ERROR
+    with pytest.raises(DatabricksError) as err:
+        submit(w, cid, ctx, "1")
+    assert err.value.error_code == "INVALID_STATE"
+
+
+@pytest.mark.simulator(time_scale=0.02)
+def test_a_running_command_is_activity(simulator: SimulatorThread) -> None:
+    # auto-termination after 1 minute x 0.02 = 1.2 s idle: a 3 s command keeps the cluster up
+    cid = simulator.add_cluster("busy", state="RUNNING", autotermination_minutes=1)
+    w = WorkspaceClient(
+        config=Config(
+            host=simulator.url,
+            token=simulator.token,
+            retry_timeout_seconds=10,
+            http_timeout_seconds=5,
+        )
+    )
+    ctx = new_context(w, cid)
+    cmd = submit(w, cid, ctx, "import time\ntime.sleep(3)\n'done'")
+
+    def finished() -> CommandStatusResponse | None:
+        assert simulator.cluster(cid).state == "RUNNING"
+        result = status(w, cid, ctx, cmd)
+        return result if result.status in _DONE else None
+
+    assert text(wait_for("the 3 s command", finished, 20)) == "'done'"
+    simulator.wait_state(cid, "TERMINATING", timeout=10)
+    assert client_reason(w, cid) == "INACTIVITY"
+
+
+def client_reason(w: WorkspaceClient, cid: str) -> str:
+    return w.clusters.get(cid).termination_reason.code.value
+
+
 def test_contexts_die_with_the_cluster(sim_profile: SimProfile) -> None:
     sim = sim_profile.simulator
     w, cid = running(sim_profile)

@@ -88,6 +88,10 @@ class ExecutionContext:
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
     @property
+    def running(self) -> Command | None:
+        return self._running
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
@@ -372,6 +376,11 @@ class DriverRuntime:
     def destroy_context(self, context_id: str) -> None:
         self.context(context_id).close()
         del self.contexts[context_id]
+
+    @property
+    def busy(self) -> bool:
+        """A command runs in some context (activity, for auto-termination)."""
+        return any(c.running is not None for c in self.contexts.values())
 
     def describe(self) -> dict[str, Any]:
         return {

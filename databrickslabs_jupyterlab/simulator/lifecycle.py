@@ -312,7 +312,7 @@ class SimCluster:
             if minutes <= 0:
                 return
             limit = self._seconds(float(minutes) * 60)
-            if self.driver.connection_count:
+            if self.driver.connection_count or self.runtime.busy:
                 self.touch()
             idle = time.time() - self.last_activity_time / 1000
             if idle >= limit:
