@@ -406,6 +406,8 @@ def test_one_spark_application_per_cluster_start_shared_by_every_context(
 ) -> None:
     sim = sim_profile.simulator
     w, cid = running(sim_profile)
+    # RUNNING does not wait for Spark, which starts in the background
+    assert sim.cluster(cid).runtime.describe()["ready_time"] is None
     spark = sim.wait_spark(cid, timeout=120)
     assert spark["error"] is None, spark["error"]
     app_id = spark["application_id"]
@@ -463,3 +465,26 @@ def test_one_spark_application_per_cluster_start_shared_by_every_context(
     assert again["error"] is None and again["application_id"] != app_id
     ctx = new_context(w, cid)
     assert text(run(w, cid, ctx, "sc.applicationId")) == repr(again["application_id"])
+
+
+def test_contexts_run_without_spark_when_it_cannot_start(
+    tmp_path: Path, simulator_state_dir: Path
+) -> None:
+    broken = tmp_path / "broken-pyspark"
+    (broken / "pyspark").mkdir(parents=True)
+    (broken / "pyspark" / "__init__.py").write_text("raise ImportError('no Spark here')\n")
+    sim = SimulatorThread(time_scale=0.1, state_dir=simulator_state_dir, pyspark_path=broken)
+    sim.start()
+    try:
+        cid = sim.add_cluster("c", state="RUNNING")
+        spark = sim.wait_spark(cid, timeout=60)
+        assert "no Spark here" in spark["error"] and spark["application_id"] is None
+        w = WorkspaceClient(
+            config=Config(
+                host=sim.url, token=sim.token, retry_timeout_seconds=10, http_timeout_seconds=5
+            )
+        )
+        ctx = new_context(w, cid)
+        assert text(run(w, cid, ctx, "'spark' in globals(), 1 + 1")) == "(False, 2)"
+    finally:
+        sim.stop()

@@ -355,6 +355,10 @@ class DriverRuntime:
         self.spark_error = (
             self.spark_error or "Spark did not start (see the driver's spark-host.log)"
         )
+        # The contexts waiting for the gateway file stop waiting, and run without Spark.
+        await asyncio.to_thread(
+            _write_private_json, layout.gateway_file, {"error": self.spark_error}
+        )
         self.spark_ready.set()
 
     # -- contexts ----------------------------------------------------------------------------
@@ -401,6 +405,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _write_private_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
 
 
 def _runtime_version(spark_version: str) -> str:
