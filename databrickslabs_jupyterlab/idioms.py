@@ -6,6 +6,9 @@ calls it once Spark is there. Outside IPython it does nothing. Like ``connect.py
 may be shipped to a driver that lacks the package, so it imports only the standard library at
 import time; IPython, pyspark and pandas are used lazily, through the objects handed to it.
 
+It also hooks IPython's cell events so that interrupting a cell cancels the Spark jobs the cell
+started (:class:`SparkJobTag`).
+
 Text after a magic is taken literally (no ``{var}``/``$var`` expansion by IPython): SQL never
 gets Python values pasted into its text. Values reach SQL as bound parameters instead:
 ``%%sql -p name`` binds the notebook variable ``name`` to the marker ``:name``.
@@ -24,7 +27,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -35,7 +38,7 @@ __all__ = [
     "split_sql",
     "table_bundle",
     "run_shell",
-    "cancel_on_interrupt",
+    "SparkJobTag",
     "CommandFailed",
 ]
 
@@ -134,53 +137,94 @@ def is_pandas_dataframe(obj: Any) -> bool:
     return _is_a(obj, "pandas", "DataFrame")
 
 
-@contextlib.contextmanager
-def cancel_on_interrupt(spark: Any) -> Iterator[None]:
-    """Cancel the Spark jobs started inside the block when the kernel is interrupted.
+class SparkJobTag:
+    """A tag on the Spark jobs that the current thread starts from now on, to cancel them.
 
-    An interrupt only stops Python waiting for the JVM; the jobs would go on (ipykernel replaces
-    pyspark's own SIGINT handler while a cell runs). Classic Spark 3.5+ tags the block's jobs on
-    the SparkContext (its session tags would not do: they belong to the JVM thread, and py4j
-    answers the interrupted thread's next call from a new one); Spark Connect tags operations on
-    the session; older Spark cancels every job of the context."""
-    tag = f"dbjl-idioms-{uuid.uuid4().hex}"
-    add, cancel, remove = _job_tagging(spark)
-    try:
-        add(tag)
-    except Exception:  # noqa: BLE001 - no job tags in this Spark
-        add, remove = None, None
+    Classic Spark 3.5+ tags jobs on the SparkContext (its session tags would not do: they
+    belong to the JVM thread, and py4j answers an interrupted thread's next call from a new
+    one); Spark Connect tags operations on the session; older Spark can only cancel every job
+    of the context."""
 
-        def cancel(_tag: str) -> Any:
-            return spark.sparkContext.cancelAllJobs()
-
-    try:
-        yield
-    except KeyboardInterrupt:
+    def __init__(self, spark: Any) -> None:
+        self.spark = spark
+        self.tag = f"dbjl-cell-{uuid.uuid4().hex}"
         try:
-            cancel(tag)
-        except Exception as exc:  # noqa: BLE001 - the interrupt itself must still arrive
-            print(f"Could not cancel the Spark jobs: {exc}", file=sys.stderr)
-        raise
-    finally:
-        if remove is not None:
-            with contextlib.suppress(Exception):
-                remove(tag)
+            sc = spark.sparkContext  # Spark Connect has none
+        except Exception:  # noqa: BLE001
+            sc = None
+        if sc is not None:
+            self._add, self._cancel, self._remove = (
+                sc.addJobTag,
+                sc.cancelJobsWithTag,
+                sc.removeJobTag,
+            )
+        else:
+            self._add, self._cancel, self._remove = (
+                spark.addTag,
+                spark.interruptTag,
+                spark.removeTag,
+            )
+        try:
+            self._add(self.tag)
+            self.tagged = True
+        except Exception:  # noqa: BLE001 - no job tags in this Spark
+            self.tagged = False
+
+    def cancel(self) -> None:
+        if self.tagged:
+            self._cancel(self.tag)
+        else:
+            self.spark.sparkContext.cancelAllJobs()
+
+    def close(self) -> None:
+        if self.tagged:
+            with contextlib.suppress(Exception):  # e.g. the cell stopped the session
+                self._remove(self.tag)
 
 
-def _job_tagging(spark: Any) -> tuple[Any, Any, Any]:
-    """(add, cancel, remove) of job tags: the SparkContext's (classic) or the session's (Connect)."""
-    try:
-        sc = spark.sparkContext  # Spark Connect has none
-    except Exception:  # noqa: BLE001
-        return spark.addTag, spark.interruptTag, spark.removeTag
-    return sc.addJobTag, sc.cancelJobsWithTag, sc.removeJobTag
+class _CellJobs:
+    """Cancels the Spark jobs of a cell that was interrupted (IPython's cell events).
+
+    An interrupt only stops Python waiting for the JVM; without this the jobs would go on
+    (ipykernel replaces pyspark's own SIGINT handler while a cell runs)."""
+
+    _dbjl_idiom = True  # marks the callbacks of an earlier register() for removal
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.tag: SparkJobTag | None = None
+
+    def pre_run_cell(self, info: Any) -> None:
+        self.tag = None
+        spark = self.shell.user_ns.get("spark")
+        if _is_a(spark, "pyspark.sql", "SparkSession"):
+            with contextlib.suppress(Exception):  # a stopped session: nothing to cancel
+                self.tag = SparkJobTag(spark)
+
+    def post_run_cell(self, result: Any) -> None:
+        tag, self.tag = self.tag, None
+        if tag is None:
+            return
+        try:
+            if isinstance(getattr(result, "error_in_exec", None), KeyboardInterrupt):
+                tag.cancel()
+        except Exception as exc:  # noqa: BLE001 - say it, the cell's own error stays shown
+            print(f"Could not cancel the cell's Spark jobs: {exc}", file=sys.stderr)
+        finally:
+            tag.close()
+
+    def install(self) -> None:
+        for event in ("pre_run_cell", "post_run_cell"):
+            for callback in list(self.shell.events.callbacks[event]):
+                if getattr(getattr(callback, "__self__", None), _MARKER, False):
+                    self.shell.events.unregister(event, callback)
+            self.shell.events.register(event, getattr(self, event))
 
 
 def spark_bundle(df: Any, limit: int | None = None) -> dict[str, str]:
     """A table of at most ``limit`` rows; one more is fetched to know whether there are more."""
     limit = options.max_rows if limit is None else limit
-    with cancel_on_interrupt(df.sparkSession):
-        rows = df.limit(limit + 1).collect()
+    rows = df.limit(limit + 1).collect()
     more = len(rows) > limit
     rows = rows[:limit]
     total = f"{limit + 1}+" if more else str(len(rows))  # at least one more than shown
@@ -305,10 +349,9 @@ class _Idioms:
             raise _usage_error(f"%sql -p: no variable {', '.join(missing)} in this notebook.")
         args = {p: self.shell.user_ns[p] for p in params}
         df = None
-        with cancel_on_interrupt(spark):
-            for statement in statements:
-                used = {k: v for k, v in args.items() if re.search(rf":{k}\b", statement)}
-                df = spark.sql(statement, args=used) if used else spark.sql(statement)
+        for statement in statements:
+            used = {k: v for k, v in args.items() if re.search(rf":{k}\b", statement)}
+            df = spark.sql(statement, args=used) if used else spark.sql(statement)
         self.shell.user_ns["_sqldf"] = df
         if df is not None and list(df.columns):
             _publish(spark_bundle(df, limit))
@@ -495,7 +538,8 @@ def register(shell: Any = None) -> bool:
     """Install the idioms in ``shell`` (the running IPython shell by default).
 
     Returns False, doing nothing, outside IPython. Safe to call again (``dbcontext()`` may run
-    more than once): the magics are replaced, IPython's own ``%pip`` stays the one wrapped."""
+    more than once): the magics and the cell events are replaced, IPython's own ``%pip`` stays
+    the one wrapped."""
     if shell is None:
         try:
             from IPython import get_ipython
@@ -523,4 +567,5 @@ def register(shell: Any = None) -> bool:
     shell.register_magic_function(_pip_magic(original), "line", "pip")
     shell.user_ns["display"] = display
     shell.user_ns["displayHTML"] = displayHTML
+    _CellJobs(shell).install()
     return True

@@ -84,6 +84,9 @@ def test_register_installs_the_magics_and_names_once(shell: Any) -> None:
     original = shell.find_line_magic("pip")._dbjl_idiom
     assert original.__self__.__class__.__name__ == "PackagingMagics"  # IPython's own %pip
     assert idioms.register(shell)  # again, as a second dbcontext() does
+    for event in ("pre_run_cell", "post_run_cell"):  # one pair of cell hooks, not two
+        owners = [getattr(c, "__self__", None) for c in shell.events.callbacks[event]]
+        assert sum(isinstance(o, idioms._CellJobs) for o in owners) == 1
     assert shell.find_line_magic("pip")._dbjl_idiom is original  # not re-wrapped
 
 
@@ -486,8 +489,8 @@ def test_sql_cell_and_display_in_a_real_kernel() -> None:
 
 
 @_spark
-def test_interrupt_cancels_the_spark_jobs_of_a_display(spark_shell: Any) -> None:
-    """A SIGINT while display() waits for Spark (as ipykernel's interrupt) cancels the job."""
+def test_an_interrupted_cell_cancels_its_spark_jobs(spark_shell: Any) -> None:
+    """A SIGINT while a cell waits for Spark (what ipykernel's interrupt does) cancels its job."""
     spark = spark_shell.user_ns["spark"]
     tracker = spark.sparkContext.statusTracker()
     started = threading.Event()
@@ -499,17 +502,17 @@ def test_interrupt_cancels_the_spark_jobs_of_a_display(spark_shell: Any) -> None
         started.set()
         os.kill(os.getpid(), signal.SIGINT)
 
-    endless = spark.range(0, 10**13, numPartitions=4).selectExpr("max(id) AS m")
+    spark_shell.user_ns["endless"] = spark.range(0, 10**13, numPartitions=4).selectExpr("max(id)")
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         threading.Thread(target=interrupt_once_running, daemon=True).start()
-        with pytest.raises(KeyboardInterrupt):
-            idioms.display(endless)
+        result, _ = run(spark_shell, "endless.collect()\n")
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert started.is_set()
-    deadline = time.monotonic() + 30  # a hang guard: cancelled jobs end within a second here
+    assert started.is_set() and isinstance(result.error_in_exec, KeyboardInterrupt)
+    deadline = time.monotonic() + 30  # a hang guard: a cancelled job ends within a second here
     while tracker.getActiveJobsIds() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert tracker.getActiveJobsIds() == []
-    assert spark.range(5).count() == 5  # the session is still usable
+    result, cap = run(spark_shell, "print(spark.range(5).count())\n")  # the session still works
+    assert result.success and cap.stdout == "5\n"
