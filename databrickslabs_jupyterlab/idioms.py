@@ -361,7 +361,7 @@ class _Idioms:
     def fs(self, line: str, cell: str | None = None) -> Any:
         if cell is None:
             return self._fs_command(line)
-        words = shlex.split(line)
+        words = _fs_words(line)
         if words and words[0] == "put":  # %%fs put [-f] PATH: the cell is the contents
             return self._fs_command(line, contents=cell)
         if words:
@@ -373,7 +373,7 @@ class _Idioms:
         return result
 
     def _fs_command(self, line: str, contents: str | None = None) -> Any:
-        words = shlex.split(line)
+        words = _fs_words(line)
         if not words:
             raise _usage_error(_FS_USAGE)
         command, rest = words[0], words[1:]
@@ -443,6 +443,13 @@ class _Idioms:
     def md(self, line: str, cell: str | None = None) -> None:
         text = line if cell is None else (line + "\n" + cell if line.strip() else cell)
         _publish({"text/markdown": text, "text/plain": text})
+
+
+def _fs_words(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:  # an unbalanced quote
+        raise _usage_error(f"%fs: {exc} in {line!r}") from None
 
 
 _FS_USAGE = (

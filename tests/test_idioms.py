@@ -267,6 +267,7 @@ def test_fs_cell_forms(fs_shell: Any, tmp_path: Path) -> None:
         ("rm -f /tmp/x", "unknown option -f"),
         ("cp /tmp/x", "wrong number"),
         ("head --maxBytes=x /tmp/x", "must be a number"),
+        ("put /tmp/x 'unbalanced", "No closing quotation"),
     ],
 )
 def test_fs_usage_errors(fs_shell: Any, line: str, message: str) -> None:
