@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import contextvars
 import html
 import os
 import re
@@ -26,6 +27,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -39,6 +41,7 @@ __all__ = [
     "table_bundle",
     "run_shell",
     "SparkJobTag",
+    "SparkProgress",
     "CommandFailed",
 ]
 
@@ -182,6 +185,74 @@ class SparkJobTag:
                 self._remove(self.tag)
 
 
+class SparkProgress:
+    """A progress line for the Spark jobs that run while a cell runs, updated in place.
+
+    A daemon thread polls the SparkContext's status tracker every ``interval`` seconds and shows
+    nothing until a job has run for ``after`` seconds, so quick cells stay clean. It runs in a
+    copy of the cell's context, so that ipykernel files its output under that cell."""
+
+    def __init__(self, sc: Any, interval: float = 0.5, after: float = 1.0) -> None:
+        self.tracker = sc.statusTracker()
+        self.interval, self.after = interval, after
+        self.stopped = threading.Event()
+        self.handle: Any = None
+        self.jobs: set[int] = set()
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._poll,), daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, interrupted: bool) -> None:
+        self.stopped.set()
+        self.thread.join(self.interval * 4)
+        if self.handle is not None:
+            jobs = len(self.jobs)
+            word = "job" if jobs == 1 else "jobs"
+            self._show(f"Spark: {jobs} {word} {'cancelled' if interrupted else 'finished'}", None)
+
+    def _poll(self) -> None:
+        waited = 0.0
+        while not self.stopped.wait(self.interval):
+            try:
+                active = list(self.tracker.getActiveJobsIds())
+                self.jobs.update(active)
+                waited = waited + self.interval if active else 0.0
+                if not active or waited < self.after:
+                    continue
+                done = total = 0
+                stages = []
+                for stage_id in self.tracker.getActiveStageIds():
+                    info = self.tracker.getStageInfo(stage_id)
+                    if info is not None:
+                        done += info.numCompletedTasks
+                        total += info.numTasks
+                        stages.append(str(stage_id))
+                word = "job" if len(active) == 1 else "jobs"
+                text = (
+                    f"Spark: {len(active)} {word} running, stage {', '.join(stages) or '-'}: "
+                    f"{done}/{total} tasks"
+                )
+                self._show(text, (done, total))
+            except Exception:  # noqa: BLE001 - the session went away: no more progress
+                return
+
+    def _show(self, text: str, fraction: tuple[int, int] | None) -> None:
+        bar = ""
+        if fraction is not None:
+            done, total = fraction
+            bar = f'<progress value="{done}" max="{max(total, 1)}"></progress> '
+        bundle = {"text/html": f"<div>{bar}{html.escape(text)}</div>", "text/plain": text}
+        from IPython.display import display as ipython_display
+
+        if self.handle is None:
+            self.handle = ipython_display(bundle, raw=True, display_id=True)
+        else:
+            self.handle.update(bundle, raw=True)
+
+
 class _CellJobs:
     """Cancels the Spark jobs of a cell that was interrupted (IPython's cell events).
 
@@ -193,25 +264,52 @@ class _CellJobs:
     def __init__(self, shell: Any) -> None:
         self.shell = shell
         self.tag: SparkJobTag | None = None
+        self.progress: SparkProgress | None = None
+        self.previous_sigint: tuple[Any] | None = None  # (handler,): getsignal may give None
+        self.interrupted = False
+        # A progress line only in a kernel: a terminal has Spark's own console progress bar.
+        self.show_progress = hasattr(shell, "kernel")
 
     def pre_run_cell(self, info: Any) -> None:
-        self.tag = None
+        self.tag = self.progress = self.previous_sigint = None
+        self.interrupted = False
         spark = self.shell.user_ns.get("spark")
         if _is_a(spark, "pyspark.sql", "SparkSession"):
             with contextlib.suppress(Exception):  # a stopped session: nothing to cancel
                 self.tag = SparkJobTag(spark)
+            # py4j may turn the KeyboardInterrupt into a network error (the interrupt cut its
+            # answer short): the handler remembers that there was one.
+            with contextlib.suppress(ValueError):  # not the main thread: no handler of ours
+                self.previous_sigint = (signal.signal(signal.SIGINT, self._on_sigint),)
+            if self.show_progress:
+                with contextlib.suppress(Exception):  # Spark Connect: no status tracker
+                    self.progress = SparkProgress(spark.sparkContext)
+                    self.progress.start()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        raise KeyboardInterrupt
 
     def post_run_cell(self, result: Any) -> None:
         tag, self.tag = self.tag, None
-        if tag is None:
-            return
-        try:
-            if isinstance(getattr(result, "error_in_exec", None), KeyboardInterrupt):
-                tag.cancel()
-        except Exception as exc:  # noqa: BLE001 - say it, the cell's own error stays shown
-            print(f"Could not cancel the cell's Spark jobs: {exc}", file=sys.stderr)
-        finally:
-            tag.close()
+        progress, self.progress = self.progress, None
+        if self.previous_sigint is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGINT, self.previous_sigint[0])
+            self.previous_sigint = None
+        error = getattr(result, "error_in_exec", None)
+        interrupted = self.interrupted or isinstance(error, KeyboardInterrupt)
+        if tag is not None:
+            try:
+                if interrupted:
+                    tag.cancel()
+            except Exception as exc:  # noqa: BLE001 - say it, the cell's own error stays shown
+                print(f"Could not cancel the cell's Spark jobs: {exc}", file=sys.stderr)
+            finally:
+                tag.close()
+        if progress is not None:
+            with contextlib.suppress(Exception):
+                progress.stop(interrupted)
 
     def install(self) -> None:
         for event in ("pre_run_cell", "post_run_cell"):
