@@ -31,6 +31,7 @@ import nbformat
 
 from . import __version__
 from .debuglog import log_request, safe_url
+from .idioms import split_sql  # the same statements the kernel's %%sql will run
 
 MODEL_PATTERN = re.compile(
     r"__DATABRICKS_NOTEBOOK_MODEL\s*=\s*(?:'([A-Za-z0-9+/=\s]*)'|\"([A-Za-z0-9+/=\s]*)\")"
@@ -151,36 +152,6 @@ def decode_model(html: str, source: str = "the page") -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------
 # Converting
-
-
-def split_sql(text: str) -> list[str]:
-    """Statements of a SQL text, split at ``;`` outside quotes, backticks and comments."""
-    statements: list[str] = []
-    start = i = 0
-    quote = ""
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = ""
-        elif c in "'\"`":
-            quote = c
-        elif text.startswith("--", i):
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end
-            continue
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            i = len(text) if end < 0 else end + 2
-            continue
-        elif c == ";":
-            statements.append(text[start:i])
-            start = i + 1
-        i += 1
-    statements.append(text[start:])
-    return [s.strip() for s in statements if s.strip()]
 
 
 def _split_magic(text: str) -> tuple[str | None, str]:

@@ -70,9 +70,13 @@ def bootstrap_source() -> str:
 
 @functools.cache
 def helper_files() -> dict[str, str]:
-    """The kernel-side helper (``dbcontext``), for drivers without this package (blocking)."""
+    """The kernel-side helpers (``dbcontext``, the notebook idioms), for drivers without this
+    package (blocking)."""
     try:
-        return {"__init__.py": "", "connect.py": (_HERE / "connect.py").read_text()}
+        files = {"__init__.py": ""}
+        for name in ("connect.py", "idioms.py", "sparkjobs.py"):
+            files[name] = (_HERE / name).read_text()
+        return files
     except OSError:
         return {}
 
