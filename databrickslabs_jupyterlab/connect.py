@@ -1,13 +1,27 @@
 """Kernel-side helper: ``dbcontext()`` puts Spark and ``dbutils`` into the notebook's namespace.
 
-Runs inside the remote kernel on the driver. It never needs a workspace token:
+Runs inside the remote kernel on the driver, a process of its own outside the notebook REPL
+(shared/DATABRICKS-2026.md, section 3): it must attach to the cluster's Spark application and
+never start a second one there. It never needs a workspace token. Strategies, in this order,
+each recording why it did not apply:
 
-* on a Databricks driver (DBR 13 and later) it attaches to the driver's running SparkSession
-  through the runtime's own modules (``dbruntime``), and takes the runtime's ``dbutils``;
-* elsewhere (the workspace simulator's driver, a laptop) it starts a local ``SparkSession`` when
-  ``pyspark`` is importable, and offers :class:`LocalDbUtils`, a small stand-in whose ``fs``
-  works on the local file system (``dbfs:/x`` and ``/dbfs/x`` map to ``/dbfs/x``; plain paths
-  are used as they are).
+1. ``runtime``: on a Databricks driver, the runtime's own entry points when they exist: the
+   notebook namespace of ``dbruntime.UserNamespaceInitializer.getOrCreate()``, then the driver's
+   Spark Connect socket (``SPARK_REMOTE`` is set to it before
+   ``dbruntime.spark_connection.get_and_configure_uds_spark()`` is called, never without it);
+2. ``gateway``: the gateway hand-off. The provisioner asked the cluster (a REST 1.2 context)
+   for its py4j gateway's port and secret and passed them on the bootstrap's stdin; the
+   bootstrap wrote them to a 0600 file in the kernel's private run folder and names the file
+   (never the secret) in ``DBJL_SPARK_GATEWAY_FILE``. The secret is read from that file only
+   here, and only put into ``os.environ`` for the instant pyspark's ``launch_gateway`` reads
+   it: an environment variable would be inherited by every process the notebook starts. The
+   kernel connects to ``127.0.0.1:<port>`` and wraps the existing JavaSparkContext and the
+   JVM's default SparkSession, as the simulator's REPL contexts do;
+3. ``local``: only off Databricks (no ``/databricks`` layout, no ``DATABRICKS_RUNTIME_VERSION``),
+   a local ``SparkSession`` when ``pyspark`` is importable, with :class:`LocalDbUtils`, a small
+   stand-in whose ``fs`` works on the local file system.
+
+On a driver where nothing works, :class:`DbContextError` names each strategy and its reason.
 
 Everything is imported lazily: this module imports without pyspark and without Databricks.
 It is shipped to drivers that lack this package, so it only uses the standard library at
@@ -16,65 +30,267 @@ import time.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["dbcontext", "LocalDbUtils", "DbContextError", "FileInfo", "on_databricks"]
+__all__ = [
+    "dbcontext",
+    "LocalDbUtils",
+    "DbContextError",
+    "DbContext",
+    "FileInfo",
+    "on_databricks",
+    "attached_via",
+]
 
 DRIVER_PYTHON_DEFAULT = "/databricks/python/bin/python"
+#: The driver's file system root of the Databricks layout (tests point it elsewhere).
+DATABRICKS_ROOT = "/databricks"
+#: The driver-local Spark Connect socket, relative to DATABRICKS_ROOT.
+SPARK_CONNECT_SOCKET = "sparkconnect/grpc.sock"
+#: Names the hand-off file written by the bootstrap (the file, not the secret).
+GATEWAY_FILE_ENV = "DBJL_SPARK_GATEWAY_FILE"
+
+#: What each strategy is called in messages.
+LABELS = {
+    "runtime": "the runtime's notebook Spark",
+    "runtime-uds": "the driver's Spark Connect socket",
+    "gateway": "cluster's application via gateway hand-off",
+    "local": "local Spark session, not a Databricks driver",
+}
+
+_env_lock = threading.Lock()
+_last: DbContext | None = None
 
 
 class DbContextError(RuntimeError):
     """Spark or dbutils could not be provided; the message says what to do."""
 
 
+class _NotApplicable(Exception):
+    """A strategy that does not apply here; the message is its reason."""
+
+
+@dataclass
+class _Found:
+    spark: Any
+    strategy: str
+    dbutils: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class DbContext(dict):
+    """The names ``dbcontext()`` published, with the strategy that worked (``strategy``, its
+    ``label``) and why the earlier ones did not (``reasons``)."""
+
+    strategy: str = ""
+    label: str = ""
+    reasons: dict[str, str]
+
+
 def on_databricks() -> bool:
     """True inside a Databricks runtime (its environment variable or its ``/databricks`` tree)."""
-    return bool(os.environ.get("DATABRICKS_RUNTIME_VERSION")) or os.path.isdir("/databricks/spark")
-
-
-# ------------------------------------------------------------------------ Spark
-
-
-def _databricks_spark() -> Any:
-    """The driver's running SparkSession, through the runtime's modules (several DBR layouts)."""
-    errors = []
-    try:  # DBR 13+: the runtime keeps the notebook session here
-        from dbruntime.spark_connection import get_and_configure_uds_spark  # type: ignore
-
-        return get_and_configure_uds_spark()
-    except Exception as exc:  # noqa: BLE001 - layouts differ between runtimes
-        errors.append(f"dbruntime.spark_connection: {exc}")
-    try:
-        from pyspark.sql import SparkSession
-
-        active = SparkSession.getActiveSession()
-        if active is not None:
-            return active
-        return SparkSession.builder.getOrCreate()
-    except Exception as exc:  # noqa: BLE001
-        errors.append(f"pyspark: {exc}")
-    raise DbContextError(
-        "Could not attach to the Spark session of this Databricks driver ("
-        + "; ".join(errors)
-        + "). Check that the cluster runs DBR 13 or later and that the kernel uses the "
-        "driver's Python (" + DRIVER_PYTHON_DEFAULT + ")."
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return True
+    return any(
+        os.path.isdir(os.path.join(DATABRICKS_ROOT, name)) for name in ("spark", "python_shell")
     )
 
 
-def _local_spark(app_name: str) -> Any:
+def attached_via() -> str:
+    """The label of the strategy of the last successful ``dbcontext()`` (empty before)."""
+    return _last.label if _last is not None else ""
+
+
+def _py4j_restricted(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return "Py4JSecurityException" in text or "is not whitelisted" in text
+
+
+def _reason(exc: BaseException) -> str:
+    if _py4j_restricted(exc):
+        return (
+            "this cluster restricts py4j (py4j security, as on Unity Catalog standard access "
+            "mode): the kernel may not use the driver's JVM; use a dedicated (single user) "
+            "cluster, or Databricks Connect"
+        )
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    first = re.split(r" at [\w$.]+\(", text, maxsplit=1)[0]  # a Java stack trace: no help
+    return first if len(first) <= 300 else first[:299] + "…"
+
+
+# ------------------------------------------------------------------------ Spark strategies
+
+
+def _runtime_spark() -> _Found:
+    """Strategy 1: the runtime's own entry points (DBR internals, so each step is optional)."""
+    import importlib.util
+
+    python_shell = os.path.join(DATABRICKS_ROOT, "python_shell")
+    if os.path.isdir(python_shell) and python_shell not in sys.path:
+        sys.path.append(python_shell)
+    try:
+        found = importlib.util.find_spec("dbruntime") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise _NotApplicable("the runtime's dbruntime modules are not importable here")
+    reasons = []
+    try:
+        from dbruntime import UserNamespaceInitializer  # type: ignore
+
+        namespace = UserNamespaceInitializer.getOrCreate().get_namespace_globals()
+        spark = namespace.get("spark")
+        if spark is None:
+            raise RuntimeError("its namespace has no spark")
+        extra = {k: namespace[k] for k in ("display", "displayHTML") if k in namespace}
+        return _Found(spark, "runtime", namespace.get("dbutils"), extra)
+    except Exception as exc:  # noqa: BLE001 - runtime internals differ between releases
+        reasons.append(f"UserNamespaceInitializer: {_reason(exc)}")
+    socket = os.path.join(DATABRICKS_ROOT, SPARK_CONNECT_SOCKET)
+    if not os.path.exists(socket):
+        reasons.append(f"no Spark Connect socket at {socket}")
+    else:
+        try:
+            from dbruntime import spark_connection  # type: ignore
+
+            os.environ.setdefault("SPARK_REMOTE", f"unix://{socket}")
+            if not os.environ["SPARK_REMOTE"].startswith("unix://"):
+                raise RuntimeError(f"SPARK_REMOTE is {os.environ['SPARK_REMOTE']!r}, no socket")
+            return _Found(spark_connection.get_and_configure_uds_spark(), "runtime-uds")
+        except Exception as exc:  # noqa: BLE001
+            reasons.append(f"Spark Connect socket: {_reason(exc)}")
+    raise _NotApplicable("; ".join(reasons))
+
+
+def _read_handoff() -> dict[str, Any]:
+    path = os.environ.get(GATEWAY_FILE_ENV)
+    if not path:
+        raise _NotApplicable("the provisioner passed no gateway to this kernel")
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise _NotApplicable(f"the hand-off file cannot be read ({exc})") from None
+    if info.get("error"):
+        raise _NotApplicable(str(info["error"]))
+    if not info.get("port") or not info.get("secret"):
+        raise _NotApplicable("the hand-off holds no port and secret")
+    return info
+
+
+def _active_context() -> Any:
+    try:
+        from pyspark import SparkContext
+    except ImportError:
+        return None
+    return SparkContext._active_spark_context
+
+
+def _gateway_spark() -> _Found:
+    """Strategy 2: connect to the cluster's py4j gateway and wrap its application."""
+    info = _read_handoff()
+    active = _active_context()
+    if active is not None and getattr(active, "_jsc", None) is not None:
+        # dbcontext() again: the context already wraps this gateway (a second one would fail)
+        params = getattr(active._gateway, "gateway_parameters", None)
+        if getattr(params, "port", None) == int(info["port"]):
+            from pyspark.sql import SparkSession
+
+            return _Found(SparkSession.getActiveSession() or SparkSession(active), "gateway")
+    try:
+        from pyspark import SparkContext
+        from pyspark.java_gateway import launch_gateway
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise _NotApplicable(f"pyspark is not importable in the kernel's Python ({exc})") from None
+    try:
+        with _env_lock:  # the secret is in the environment only while launch_gateway reads it
+            os.environ["PYSPARK_GATEWAY_PORT"] = str(int(info["port"]))
+            os.environ["PYSPARK_GATEWAY_SECRET"] = str(info["secret"])
+            try:
+                gateway = launch_gateway()
+            finally:
+                os.environ.pop("PYSPARK_GATEWAY_PORT", None)
+                os.environ.pop("PYSPARK_GATEWAY_SECRET", None)
+        jvm = gateway.jvm
+        jsc = jvm.org.apache.spark.api.java.JavaSparkContext(
+            jvm.org.apache.spark.SparkContext.getOrCreate()
+        )
+        sc = SparkContext(gateway=gateway, jsc=jsc)
+        jsession = None
+        for name in (
+            "org.apache.spark.sql.classic.SparkSession",
+            "org.apache.spark.sql.SparkSession",
+        ):
+            try:
+                default = getattr(jvm, name).getDefaultSession()
+                if default.isDefined():
+                    jsession = default.get()
+                    break
+            except Exception as exc:  # noqa: BLE001 - Spark 3 has no classic package
+                if _py4j_restricted(exc):
+                    raise
+        spark = SparkSession(sc, jsparkSession=jsession)
+    except _NotApplicable:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        where = f"127.0.0.1:{info.get('port')}"
+        raise _NotApplicable(f"the gateway at {where} did not answer: {_reason(exc)}") from None
+    return _Found(spark, "gateway")
+
+
+def _local_spark(app_name: str) -> _Found:
+    """Strategy 3, never on a driver: there it would be a second application."""
+    if on_databricks():
+        raise _NotApplicable(
+            "a local Spark session is never started on a Databricks driver (it would be a "
+            "second application beside the cluster's)"
+        )
     try:
         from pyspark.sql import SparkSession
     except ImportError:
-        raise DbContextError(
-            "This kernel is not running on a Databricks driver and pyspark is not installed, "
+        raise _NotApplicable(
+            "this kernel is not running on a Databricks driver and pyspark is not installed, "
             "so there is no Spark to connect to. Install pyspark on this machine "
-            "(`pip install pyspark`, needs Java) to get a local Spark session."
+            "(`pip install pyspark`, needs Java) to get a local Spark session"
         ) from None
-    return SparkSession.builder.master("local[*]").appName(app_name).getOrCreate()
+    spark = SparkSession.builder.master("local[*]").appName(app_name).getOrCreate()
+    return _Found(spark, "local", LocalDbUtils())
+
+
+def _find_spark(app_name: str) -> tuple[_Found, dict[str, str]]:
+    reasons: dict[str, str] = {}
+    attempts = (
+        ("runtime", _runtime_spark),
+        ("gateway", _gateway_spark),
+        ("local", lambda: _local_spark(app_name)),
+    )
+    for name, attempt in attempts:
+        try:
+            return attempt(), reasons
+        except _NotApplicable as exc:
+            reasons[name] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a strategy's failure is its reason
+            reasons[name] = _reason(exc)
+    if on_databricks():
+        head = "Could not attach to the Spark application of this Databricks driver"
+        advice = (
+            " Check that the cluster runs and that the kernel uses the driver's Python ("
+            + DRIVER_PYTHON_DEFAULT
+            + "); restart the kernel to hand the gateway over again."
+        )
+    else:
+        head = "No Spark is available to this kernel"
+        advice = ""
+    said = "; ".join(f"{name}: {why.rstrip('.')}" for name, why in reasons.items())
+    raise DbContextError(f"{head} ({said}).{advice}")
 
 
 def _databricks_dbutils(spark: Any) -> Any | None:
@@ -220,38 +436,43 @@ def _user_namespace() -> dict[str, Any] | None:
     return None if shell is None else shell.user_ns
 
 
-def dbcontext(app_name: str = "databrickslabs-jupyterlab", *, quiet: bool = False) -> dict:
-    """Create (or attach to) Spark and publish ``spark, sc, sqlContext, dbutils``.
+def dbcontext(app_name: str = "databrickslabs-jupyterlab", *, quiet: bool = False) -> DbContext:
+    """Attach to (or, off Databricks only, create) Spark and publish ``spark, sc, sqlContext,
+    dbutils``.
 
-    Returns the dict of published names. Raises :class:`DbContextError` with advice when no
-    Spark is available. ``quiet`` leaves out the "ready" line: the provisioner runs
-    ``dbcontext(quiet=True)`` silently in every new kernel whose spec enables Spark, and a
-    notebook may call ``dbcontext()`` again to retry or to see where Spark comes from.
+    Returns a :class:`DbContext` (the dict of published names, with ``strategy``, ``label`` and
+    ``reasons``). Raises :class:`DbContextError` naming each strategy and why it failed. ``quiet``
+    leaves out the "ready" line: the provisioner runs ``dbcontext(quiet=True)`` silently in every
+    new kernel whose spec enables Spark, and a notebook may call ``dbcontext()`` again to retry or
+    to see where Spark comes from.
     """
-    if on_databricks():
-        spark = _databricks_spark()
-        dbutils = _databricks_dbutils(spark) or LocalDbUtils()
-        where = "the Databricks driver"
-    else:
-        spark = _local_spark(app_name)
-        dbutils = LocalDbUtils()
-        where = "a local Spark session (not a Databricks driver)"
+    global _last
+    found, reasons = _find_spark(app_name)
+    spark = found.spark
     try:
-        from pyspark.sql import SQLContext
+        sc = spark.sparkContext
+    except Exception:  # noqa: BLE001 - a Spark Connect session has none
+        sc = None
+    dbutils = found.dbutils
+    if dbutils is None and found.strategy != "local":
+        dbutils = _databricks_dbutils(spark)
+    if dbutils is None:
+        dbutils = LocalDbUtils()
+    sql_context: Any = spark
+    if sc is not None:
+        try:
+            from pyspark.sql import SQLContext
 
-        sql_context = SQLContext(spark.sparkContext, spark)
-    except Exception:  # noqa: BLE001 - removed in newer Spark; the session answers SQL itself
-        sql_context = spark
-    names = {
-        "spark": spark,
-        "sc": spark.sparkContext,
-        "sqlContext": sql_context,
-        "dbutils": dbutils,
-    }
+            sql_context = SQLContext(sc, spark)
+        except Exception:  # noqa: BLE001 - removed in newer Spark; the session answers SQL
+            sql_context = spark
+    names = DbContext(spark=spark, sc=sc, sqlContext=sql_context, dbutils=dbutils, **found.extra)
+    names.strategy, names.label, names.reasons = found.strategy, LABELS[found.strategy], reasons
     try:
         spark.conf.set("spark.sql.repl.eagerEval.enabled", "true")
     except Exception:  # noqa: BLE001
         pass
+    _last = names
     ns = _user_namespace()
     if ns is not None:
         ns.update(names)
@@ -263,7 +484,7 @@ def dbcontext(app_name: str = "databrickslabs-jupyterlab", *, quiet: bool = Fals
             register()
     if not quiet:
         print(
-            f"Spark {spark.version} from {where}: spark, sc, sqlContext, dbutils are ready.",
+            f"Spark {spark.version} ({names.label}): spark, sc, sqlContext, dbutils are ready.",
             file=sys.stdout,
         )
     return names

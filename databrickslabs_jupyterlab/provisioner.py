@@ -20,7 +20,9 @@ All SSH traffic runs on one event loop in a background thread of the process: th
 channels keep flowing when the caller's loop is idle (a synchronous ``KernelManager`` runs its
 loop only inside calls), and the byte shuffling stays off the Jupyter server's loop. Remote
 processes are signalled, checked and removed only through ``ssh``'s "remote processes" section.
-Nothing secret leaves this process except the kernel's HMAC key, on the SSH channel's stdin.
+Nothing secret leaves this process except the kernel's HMAC key and, for Spark, the cluster's
+own py4j gateway port and secret (asked through a REST 1.2 context, ``sparkattach.ask_gateway``),
+both on the SSH channel's stdin; the workspace token never leaves.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         self.settings: DriverSettings | None = None
         self.spark = True
         self._spark_timeout = sparkattach.DEFAULT_TIMEOUT
+        self._handoff_timeout = sparkattach.HANDOFF_TIMEOUT
         self._cluster: Any = None  # workspace.ClusterInfo of the last lookup
         self._driver_start: int | None = None
         self._target: Any = None
@@ -134,6 +137,7 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
             driver_config = await asyncio.to_thread(config.for_consumer, parent_config)
             settings = driver_config.settings(overrides)
             spark_timeout = sparkattach.attach_timeout() if spark else self._spark_timeout
+            handoff_timeout = sparkattach.handoff_timeout() if spark else self._handoff_timeout
         except (TypeError, ValueError) as exc:
             raise ProvisionerError(f"Invalid driver settings: {exc}") from None
         # asyncssh gives up after count_max unanswered keepalives, one interval later.
@@ -145,6 +149,7 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
             settings = settings.with_overrides(keepalive_interval=(DEAD_LINK_WITHIN - 1) / rounds)
         self.settings, self.profile, self.cluster_id = settings, profile, cluster_id
         self.spark, self._spark_timeout = spark, spark_timeout
+        self._handoff_timeout = handoff_timeout
 
     def _record(
         self, state: str, message: str | None = None, *, unless: Callable[[], bool] | None = None
@@ -477,13 +482,51 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
                 f"The driver of cluster {self.cluster_id} could not be prepared for kernels: {exc}"
             ) from None
 
+    async def _spark_handoff(self) -> dict[str, Any]:
+        """The cluster's py4j gateway for ``dbcontext()``'s hand-off strategy, asked through a
+        REST 1.2 context with the user's credentials (which stay here), or why not. Bounded by
+        ``DBJL_SPARK_HANDOFF_TIMEOUT``; never raises: a failure only becomes that strategy's
+        reason in the kernel."""
+        from . import workspace
+
+        assert self.settings is not None and self.profile and self.cluster_id
+        timeout = self._handoff_timeout
+        try:
+            ws = await asyncio.wait_for(
+                workspace.Workspace.for_profile(
+                    self.profile,
+                    config_file=self.settings.databricks_config_file,
+                    retry_timeout=self.settings.workspace_retry_timeout,
+                    http_timeout=self.settings.workspace_http_timeout,
+                ),
+                timeout,
+            )
+            client = ws._client  # the profile's databricks-sdk WorkspaceClient
+            ask = asyncio.to_thread(sparkattach.ask_gateway, client, self.cluster_id, timeout)
+            gateway = await asyncio.wait_for(ask, timeout + 5)
+        except asyncio.TimeoutError:
+            gateway = {"error": f"the cluster did not name its gateway within {timeout:g} s"}
+        except Exception as exc:  # noqa: BLE001 - the kernel starts anyway
+            gateway = {"error": sparkattach.short(f"the workspace could not be asked: {exc}")}
+        if "error" in gateway:
+            self.log.info("Cluster %s: no gateway hand-off: %s", self.cluster_id, gateway["error"])
+        return gateway
+
     async def _launch_remote(
         self, conn_info: dict[str, Any], env: dict[str, str], preferred: dict[str, int]
     ) -> dict[str, int]:
-        conn = await self._connect()
-        if self._stale is not None:
-            await self._kill_stale()
-        await self._prepare_driver(conn)
+        # Asked while the SSH link opens and the driver is prepared.
+        handoff = asyncio.ensure_future(self._spark_handoff()) if self.spark else None
+        try:
+            conn = await self._connect()
+            if self._stale is not None:
+                await self._kill_stale()
+            await self._prepare_driver(conn)
+            gateway = await handoff if handoff is not None else None
+        except BaseException:
+            if handoff is not None:
+                handoff.cancel()
+            raise
         assert self.settings is not None
 
         def on_pid(pid: int | None, run_dir: str | None) -> None:
@@ -491,7 +534,13 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
 
         try:
             started = await remotekernel.launch(
-                conn, self.settings.driver_python, conn_info, env, sudo=self.use_sudo, on_pid=on_pid
+                conn,
+                self.settings.driver_python,
+                conn_info,
+                env,
+                sudo=self.use_sudo,
+                on_pid=on_pid,
+                spark_gateway=gateway,
             )
         except (remotekernel.LaunchError, ssh.SshError) as exc:
             raise ProvisionerError(

@@ -1,7 +1,8 @@
 """Start ipykernel on a driver through the bootstrap (``remote/bootstrap.py``) and reach it.
 
 The bootstrap is a file of this package, sent as ``<driver python> -c <its text>`` (it holds no
-secret); the request with the kernel's HMAC key travels on the SSH channel's stdin. Its JSON lines
+secret); the request with the kernel's HMAC key (and the cluster's py4j gateway secret, when
+handed over) travels on the SSH channel's stdin. Its JSON lines
 tell the kernel's PID and run folder, then its ports (or an early exit with the kernel's log),
 and, much later, the kernel's exit status. The kernel's five channels are then forwarded from
 local loopback ports, preferably the ones the kernel manager chose.
@@ -117,15 +118,25 @@ async def launch(
     *,
     sudo: bool,
     on_pid: Callable[[int | None, str | None], None] | None = None,
+    spark_gateway: dict[str, Any] | None = None,
 ) -> Started:
     """Run the bootstrap with ``python`` until the kernel has its ports; retry a port race.
 
     ``on_pid(pid, run_dir)`` is called as soon as the kernel process exists, so that a caller
-    interrupted meanwhile can still remove it. Raises LaunchError with the kernel's last words."""
+    interrupted meanwhile can still remove it. ``spark_gateway`` (the cluster's py4j gateway port
+    and secret, or ``{"error": reason}``) travels in the same stdin request as the HMAC key; the
+    bootstrap keeps it in a 0600 file for ``dbcontext()``. Raises LaunchError with the kernel's
+    last words."""
     source, helper = await asyncio.to_thread(lambda: (bootstrap_source(), helper_files()))
-    request = json.dumps(
-        {"conn": conn_info, "env": env, "helper": helper, "ready_timeout": READY_TIMEOUT}
-    )
+    body: dict[str, Any] = {
+        "conn": conn_info,
+        "env": env,
+        "helper": helper,
+        "ready_timeout": READY_TIMEOUT,
+    }
+    if spark_gateway is not None:
+        body["spark_gateway"] = spark_gateway
+    request = json.dumps(body)
     last_error = "the kernel did not start"
     for _attempt in range(LAUNCH_ATTEMPTS):
         process = await ssh.start_process(conn, [python, "-c", source], sudo=sudo)

@@ -2,7 +2,9 @@
 
 A kernel started over SSH is a process of its own: it does not have the notebook REPL's Spark
 (shared/DATABRICKS-2026.md, section 3). ``dbcontext()`` (``connect.py``) finds it; this module
-runs ``dbcontext(quiet=True)`` in every new kernel whose spec enables Spark.
+runs ``dbcontext(quiet=True)`` in every new kernel whose spec enables Spark, and reports which
+of ``dbcontext``'s strategies worked. :func:`ask_gateway` is the provisioner's half of the gateway
+hand-off: the cluster's py4j port and secret, read in a REST 1.2 context before the kernel starts.
 
 Why the order is a guarantee: :meth:`SparkAttach.queue` sends the silent ``execute_request`` and
 returns only once the kernel has published ``busy`` for it, i.e. once the kernel is working on
@@ -19,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import math
 import os
 import queue
+import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -34,10 +39,42 @@ ATTACH_CODE = "from databrickslabs_jupyterlab.connect import dbcontext\ndbcontex
 #: Default bound (seconds) for the attach after a start; env ``DBJL_SPARK_ATTACH_TIMEOUT``.
 DEFAULT_TIMEOUT = 120.0
 TIMEOUT_ENV = "DBJL_SPARK_ATTACH_TIMEOUT"
+#: Default bound (seconds) for asking the cluster for its gateway; env
+#: ``DBJL_SPARK_HANDOFF_TIMEOUT``. The kernel start waits for it (at most this long).
+HANDOFF_TIMEOUT = 30.0
+HANDOFF_TIMEOUT_ENV = "DBJL_SPARK_HANDOFF_TIMEOUT"
+#: The label of the strategy that worked, evaluated in the kernel after the attach.
+VIA_EXPRESSION = (
+    "__import__('databrickslabs_jupyterlab.connect', fromlist=['attached_via']).attached_via()"
+)
+#: Runs in a REST 1.2 Python context on the cluster: the py4j gateway of the REPL's Spark.
+GATEWAY_COMMAND = (
+    "import json as _dbjl_json\n"
+    "_dbjl_g = sc._gateway\n"
+    "_dbjl_p = getattr(_dbjl_g, 'gateway_parameters', None) or _dbjl_g.java_parameters\n"
+    "print(_dbjl_json.dumps({'port': _dbjl_p.port, 'dbjl_gateway_secret': _dbjl_p.auth_token,"
+    " 'applicationId': sc.applicationId}))\n"
+)
 #: Longest error text from the kernel that goes into the board's message.
 MESSAGE_LIMIT = 600
 #: How long an iopub subscription may take to reach the kernel before a probe is sent again.
 _IOPUB_PROBE_WAIT = 1.0
+
+
+#: The secret in databricks-sdk's DEBUG log of the command's answer (escaped or not).
+_SECRET_IN_LOG = re.compile(r'(dbjl_gateway_secret\\*"\s*:\s*\\*")[^"\\]*')
+
+
+class _RedactGatewaySecret(logging.Filter):
+    """databricks-sdk logs response bodies at DEBUG: never the gateway's secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "dbjl_gateway_secret" in record.msg:
+            record.msg = _SECRET_IN_LOG.sub(r"\1<redacted>", record.msg)
+        return True
+
+
+_redactor = _RedactGatewaySecret()
 
 
 class AttachNotQueued(RuntimeError):
@@ -48,15 +85,24 @@ def attach_timeout(environ: Mapping[str, str] | None = None) -> float:
     """Seconds the attach may take after the start (``DBJL_SPARK_ATTACH_TIMEOUT``, default 120).
 
     Raises ``ValueError`` with a sentence for a value that is not a positive number."""
-    raw = (os.environ if environ is None else environ).get(TIMEOUT_ENV, "")
+    return _seconds(environ, TIMEOUT_ENV, DEFAULT_TIMEOUT)
+
+
+def handoff_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """Seconds the gateway hand-off may add to a start (``DBJL_SPARK_HANDOFF_TIMEOUT``, 30)."""
+    return _seconds(environ, HANDOFF_TIMEOUT_ENV, HANDOFF_TIMEOUT)
+
+
+def _seconds(environ: Mapping[str, str] | None, name: str, default: float) -> float:
+    raw = (os.environ if environ is None else environ).get(name, "")
     if not raw.strip():
-        return DEFAULT_TIMEOUT
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, not {raw!r}.")
+        raise ValueError(f"{name} must be a positive number of seconds, not {raw!r}.")
     return value
 
 
@@ -74,13 +120,99 @@ def outcome_of(content: dict[str, Any], where: str) -> tuple[str, str]:
         if expression.get("status") == "ok":
             version = str(expression.get("data", {}).get("text/plain", "")).strip("'\"")
         spark = f"Spark {version}" if version else "Spark"
-        return "running-spark", f"Kernel running on {where} with {spark}"
+        via = ""
+        expression = (content.get("user_expressions") or {}).get("via") or {}
+        if expression.get("status") == "ok":
+            via = str(expression.get("data", {}).get("text/plain", "")).strip("'\"")
+        suffix = f" ({via})" if via else ""
+        return "running-spark", f"Kernel running on {where} with {spark}{suffix}"
     ename = str(content.get("ename") or "")
     evalue = str(content.get("evalue") or "")
     if ename == "KeyboardInterrupt":
         return "running", "Attaching Spark was interrupted; run dbcontext() in a cell to attach it."
     detail = evalue if ename == "DbContextError" else f"{ename}: {evalue}"
     return "running", short(f"Spark is not available on this driver: {detail.strip()}")
+
+
+def ask_gateway(client: Any, cluster_id: str, timeout: float) -> dict[str, Any]:
+    """The cluster's py4j gateway, asked through a REST 1.2 Python context (blocking: run it in
+    a thread). Returns ``{port, secret, applicationId}`` or ``{"error": reason}``; never raises.
+
+    Why a context: the provisioner holds the user's credentials here, and only the cluster's own
+    REPL knows its gateway. The context is destroyed whatever happens, also after the caller
+    stopped waiting. The answer holds the secret: it is never logged or put into a message."""
+    from databricks.sdk.service.compute import CommandStatus, ContextStatus, Language, ResultType
+
+    sdk_log = logging.getLogger("databricks.sdk")
+    if _redactor not in sdk_log.filters:
+        sdk_log.addFilter(_redactor)
+    api = client.command_execution
+    deadline = time.monotonic() + timeout
+    context_id: str | None = None
+
+    def wait(what: str, check: Callable[[], Any]) -> Any:
+        delay = 0.1
+        while True:
+            value = check()
+            if value is not None:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} took longer than {timeout:g} seconds")
+            time.sleep(delay)  # a worker thread, polling a remote state
+            delay = min(delay * 1.5, 1.0)
+
+    def context_ready() -> Any:
+        status = api.context_status(cluster_id, context_id).status
+        return None if status == ContextStatus.PENDING else status
+
+    try:
+        context_id = api.create(cluster_id=cluster_id, language=Language.PYTHON).response.id
+        status = wait("the cluster's Python context", context_ready)
+        if status != ContextStatus.RUNNING:
+            return {"error": f"the cluster's Python context is {getattr(status, 'value', status)}"}
+        command_id = api.execute(
+            cluster_id=cluster_id,
+            context_id=context_id,
+            language=Language.PYTHON,
+            command=GATEWAY_COMMAND,
+        ).response.id
+        done = (CommandStatus.FINISHED, CommandStatus.ERROR, CommandStatus.CANCELLED)
+
+        def finished() -> Any:
+            answer = api.command_status(
+                cluster_id=cluster_id, context_id=context_id, command_id=command_id
+            )
+            return answer if answer.status in done else None
+
+        answer = wait("reading the gateway on the cluster", finished)
+        results = answer.results
+        if answer.status != CommandStatus.FINISHED or results is None:
+            return {"error": f"the command on the cluster ended {answer.status.value}"}
+        if results.result_type == ResultType.ERROR:
+            summary = short(results.summary or results.cause or "an error")
+            if "Py4JSecurityException" in summary or "whitelisted" in summary:
+                return {"error": "the cluster restricts py4j (py4j security): " + summary}
+            return {"error": f"the cluster's Python context has no usable Spark ({summary})"}
+        try:
+            info = json.loads((results.data or "").strip().splitlines()[-1])
+            gateway = {
+                "port": int(info["port"]),
+                "secret": str(info["dbjl_gateway_secret"]),
+                "applicationId": str(info.get("applicationId") or ""),
+            }
+        except (ValueError, KeyError, IndexError, TypeError):
+            return {"error": "the cluster's answer did not name a gateway"}
+        if not gateway["secret"]:
+            return {"error": "the cluster's gateway has no auth secret"}
+        return gateway
+    except Exception as exc:  # noqa: BLE001 - any failure is the strategy's reason
+        return {"error": short(f"asking the cluster for its gateway failed: {exc}")}
+    finally:
+        if context_id is not None:
+            try:
+                api.destroy(cluster_id, context_id)
+            except Exception as exc:  # noqa: BLE001
+                log.info("Could not destroy the REST 1.2 context %s: %s", context_id, exc)
 
 
 class SparkAttach:
@@ -134,7 +266,7 @@ class SparkAttach:
             ATTACH_CODE,
             silent=True,
             store_history=False,
-            user_expressions={"version": "spark.version"},
+            user_expressions={"version": "spark.version", "via": VIA_EXPRESSION},
             allow_stdin=False,
             stop_on_error=False,
         )

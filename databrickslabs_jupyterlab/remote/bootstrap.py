@@ -2,11 +2,12 @@
 
 Why a parent on the driver: the kernel must outlive nothing and leave nothing. This process reads
 the request (the connection info with the HMAC key) from stdin, so the key is never on a command
-line; writes it to a 0600 file in a private run folder; starts ``-m ipykernel_launcher`` on
-127.0.0.1 with port 0 for every channel (the kernel binds and reports its own ports, so no port
-can be taken between choice and bind); reports the kernel's PID and ports; then waits for the
-kernel's exit, removes the run folder and reports the exit status. Its stdout is JSON lines read
-by ``remotekernel.py``.
+line; writes it to a 0600 file in a private run folder (likewise the cluster's py4j gateway port
+and secret, when the provisioner handed them over, for ``dbcontext()``); starts ``-m
+ipykernel_launcher`` on 127.0.0.1 with port 0 for every channel (the kernel binds and reports its
+own ports, so no port can be taken between choice and bind); reports the kernel's PID and ports;
+then waits for the kernel's exit, removes the run folder and reports the exit status. Its stdout
+is JSON lines read by ``remotekernel.py``.
 
 Shipped as package data and kept compatible with the oldest driver Pythons (3.8): standard
 library only, no annotations evaluated at run time.
@@ -80,6 +81,13 @@ def main():
         conn[name] = 0
     write_private(conn_file, json.dumps(conn))
     env = kernel_env(req, run)
+    gateway = req.get("spark_gateway")
+    if isinstance(gateway, dict):
+        # The cluster's py4j gateway (port and secret) or why there is none, for dbcontext():
+        # a 0600 file in the 0700 run folder; the kernel's environment only names the file.
+        gateway_file = os.path.join(run, "spark-gateway.json")
+        write_private(gateway_file, json.dumps(gateway))
+        env["DBJL_SPARK_GATEWAY_FILE"] = gateway_file
     log_path = os.path.join(run, "kernel.log")
     log = open(log_path, "ab")
     cwd = os.path.expanduser("~")
