@@ -383,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     demo = Demo(args)
+    # Ctrl-C is how the demo ends. A process started in the background of a script (or by a
+    # parent that ignores SIGINT) inherits SIGINT ignored, and Python then leaves it ignored:
+    # take it back explicitly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return demo.run()

@@ -483,31 +483,10 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
             ) from None
 
     async def _spark_handoff(self) -> dict[str, Any]:
-        """The cluster's py4j gateway for ``dbcontext()``'s hand-off strategy, asked through a
-        REST 1.2 context with the user's credentials (which stay here), or why not. Bounded by
-        ``DBJL_SPARK_HANDOFF_TIMEOUT``; never raises: a failure only becomes that strategy's
-        reason in the kernel."""
-        from . import workspace
-
         assert self.settings is not None and self.profile and self.cluster_id
-        timeout = self._handoff_timeout
-        try:
-            ws = await asyncio.wait_for(
-                workspace.Workspace.for_profile(
-                    self.profile,
-                    config_file=self.settings.databricks_config_file,
-                    retry_timeout=self.settings.workspace_retry_timeout,
-                    http_timeout=self.settings.workspace_http_timeout,
-                ),
-                timeout,
-            )
-            client = ws._client  # the profile's databricks-sdk WorkspaceClient
-            ask = asyncio.to_thread(sparkattach.ask_gateway, client, self.cluster_id, timeout)
-            gateway = await asyncio.wait_for(ask, timeout + 5)
-        except asyncio.TimeoutError:
-            gateway = {"error": f"the cluster did not name its gateway within {timeout:g} s"}
-        except Exception as exc:  # noqa: BLE001 - the kernel starts anyway
-            gateway = {"error": sparkattach.short(f"the workspace could not be asked: {exc}")}
+        gateway = await sparkattach.handoff(
+            self.profile, self.cluster_id, self._driver_start, self.settings, self._handoff_timeout
+        )
         if "error" in gateway:
             self.log.info("Cluster %s: no gateway hand-off: %s", self.cluster_id, gateway["error"])
         return gateway

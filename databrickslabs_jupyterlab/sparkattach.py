@@ -368,3 +368,44 @@ def start(
             on_outcome(*outcome)
 
     return asyncio.run_coroutine_threadsafe(body(), loop), queued
+
+
+#: Gateways named by the clusters, per (profile, cluster id, driver start): a driver keeps its
+#: py4j gateway for its whole life, so one REST 1.2 context per driver start is enough. Kept in
+#: this process's memory only, never on disk.
+_GATEWAYS: dict[tuple[str, str, int], dict[str, Any]] = {}
+
+
+async def handoff(
+    profile: str, cluster_id: str, driver_start: int | None, settings: Any, timeout: float
+) -> dict[str, Any]:
+    """The cluster's py4j gateway for ``dbcontext()``'s hand-off strategy, asked through a
+    REST 1.2 context with the user's credentials (which stay in this process), or
+    ``{"error": reason}``. Bounded by ``timeout``; never raises: a failure only becomes that
+    strategy's reason in the kernel. A gateway already named for this driver start is reused."""
+    from . import workspace
+
+    key = (profile, cluster_id, driver_start) if driver_start is not None else None
+    if key is not None and key in _GATEWAYS:
+        return dict(_GATEWAYS[key])
+    try:
+        ws = await asyncio.wait_for(
+            workspace.Workspace.for_profile(
+                profile,
+                config_file=settings.databricks_config_file,
+                retry_timeout=settings.workspace_retry_timeout,
+                http_timeout=settings.workspace_http_timeout,
+            ),
+            timeout,
+        )
+        ask = asyncio.to_thread(ask_gateway, ws.client, cluster_id, timeout)
+        gateway = await asyncio.wait_for(ask, timeout + 5)
+    except asyncio.TimeoutError:
+        gateway = {"error": f"the cluster did not name its gateway within {timeout:g} s"}
+    except Exception as exc:  # noqa: BLE001 - the kernel starts anyway
+        gateway = {"error": short(f"the workspace could not be asked: {exc}")}
+    if key is not None and "error" not in gateway:
+        for old in [k for k in _GATEWAYS if k[:2] == key[:2]]:
+            del _GATEWAYS[old]  # an earlier driver of this cluster is gone
+        _GATEWAYS[key] = dict(gateway)
+    return gateway

@@ -279,6 +279,12 @@ class Workspace:
         self._client = client
         self.host = host
 
+    @property
+    def client(self) -> Any:
+        """The profile's databricks-sdk ``WorkspaceClient`` (for calls this facade lacks, such as
+        REST 1.2 command execution); call it in a thread."""
+        return self._client
+
     @classmethod
     async def for_profile(
         cls,

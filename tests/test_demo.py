@@ -132,6 +132,9 @@ def test_demo_runs_a_notebook_on_the_simulated_driver_and_stops_cleanly(
         stderr=subprocess.STDOUT,
         text=True,
         env=dict(os.environ),
+        # Started with SIGINT ignored, as a background job of a script is: Ctrl-C must still
+        # stop the demo (it once hung here when an earlier test left SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines: list[str] = []
     url_ready = threading.Event()

@@ -496,3 +496,40 @@ def test_kernel_uses_the_clusters_spark_application(
         assert sim.cluster(cid).runtime.describe()["application_id"] == spark["application_id"]
 
     asyncio.run(scenario())
+
+
+def test_a_named_gateway_is_asked_once_per_driver_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver keeps its gateway for its life: one REST 1.2 context per driver start; a
+    failure is not remembered; a new driver start asks again."""
+    import asyncio
+
+    from databrickslabs_jupyterlab import sparkattach, workspace
+    from databrickslabs_jupyterlab.settings import DriverSettings
+
+    asked: list[str] = []
+    answers = iter([{"error": "not yet"}, {"port": 1, "secret": "s1"}, {"port": 2, "secret": "s2"}])
+
+    class FakeWorkspace:
+        client = object()
+
+    async def for_profile(*args: object, **kwargs: object) -> FakeWorkspace:
+        return FakeWorkspace()
+
+    def ask_gateway(client: object, cluster_id: str, timeout: float) -> dict:
+        asked.append(cluster_id)
+        return next(answers)
+
+    monkeypatch.setattr(workspace.Workspace, "for_profile", for_profile)
+    monkeypatch.setattr(sparkattach, "ask_gateway", ask_gateway)
+    monkeypatch.setattr(sparkattach, "_GATEWAYS", {})
+    settings = DriverSettings()
+
+    def handoff(start: int) -> dict:
+        return asyncio.run(sparkattach.handoff("p", "c1", start, settings, 5.0))
+
+    assert handoff(1) == {"error": "not yet"}
+    assert handoff(1) == {"port": 1, "secret": "s1"}
+    assert handoff(1) == {"port": 1, "secret": "s1"}
+    assert handoff(2) == {"port": 2, "secret": "s2"}
+    assert asked == ["c1", "c1", "c1"]
+    assert list(sparkattach._GATEWAYS) == [("p", "c1", 2)]
