@@ -1,10 +1,12 @@
 """Kernel start and execute latency: a local ipykernel against the SSH provisioner.
 
-Four kernels, measured in the same run on this machine:
+Five kernels, measured in the same run on this machine:
 
 * ``local``: the ordinary local ipykernel (jupyter_client's LocalProvisioner), the baseline;
 * ``sshd``: our provisioner through Debian's OpenSSH sshd on localhost (skipped without sshd);
 * ``simulator``: our provisioner through the workspace simulator's driver (asyncssh server);
+* ``simulator-spark``: the same with a Spark kernelspec, whose start also queues the silent
+  Spark attach and asks the cluster for its gateway (no target: the baseline has no Spark);
 * ``ssh-ipykernel-<version>``: the reference's kernel, ssh-ipykernel's launcher (``ssh`` client
   under pexpect), through the same sshd to the same Python, from a separate virtual environment
   (``--ssh-ipykernel-venv``; made and installed from PyPI once if missing; ``--no-peer`` skips it).
@@ -381,6 +383,10 @@ def main() -> None:
             raise RuntimeError("the simulator did not start")
         sim_cluster, sshd_cluster = list(hosts)[:2]
         ssh_config = hosts[sim_cluster] + "\n"
+        # Like for like: the baseline and the peer attach no Spark, so the measured kernels do
+        # not either; "simulator-spark" shows what a Spark kernel's start adds (the silent
+        # attach queued before the kernel counts as started, the gateway hand-off through a
+        # REST 1.2 context), without a target.
         specs = {
             "simulator": kernelspecs.create_kernelspec(
                 "bench",
@@ -388,8 +394,22 @@ def main() -> None:
                 "bench-sim",
                 env="bench",
                 overrides={"driver_python": driver_python},
-            )
+                spark=False,
+            ),
         }
+        # Beside the first (create_kernelspec keeps one spec per cluster and profile).
+        spark_spec = kernelspecs.kernel_json(
+            "bench", sim_cluster, "bench-sim", "bench", {"driver_python": driver_python}
+        )
+        spark_dir = home / "spark-spec"
+        spark_dir.mkdir()
+        (spark_dir / "kernel.json").write_text(json.dumps(spark_spec))
+        specs["simulator-spark"] = kernelspecs.kernel_name(spark_spec["display_name"])
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        KernelSpecManager().install_kernel_spec(
+            str(spark_dir), specs["simulator-spark"], user=True
+        )
         if have_sshd:
             from tests.fixtures.sshd import Sshd
 
@@ -407,6 +427,7 @@ def main() -> None:
                 "bench-sshd",
                 env="bench",
                 overrides={"driver_python": sys.executable, "sudo": "never"},
+                spark=False,
             )
             if peer_version:
                 config_file = home / ".ssh" / "config"
