@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .driver import driver_path, spark_conf_env
+
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).resolve().parent
@@ -263,11 +265,8 @@ class DriverRuntime:
 
     def environment(self) -> dict[str, str]:
         bin_dir = self._bin_dir()
-        path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        if bin_dir is not None:
-            path = f"{bin_dir}:{path}"
         env = {
-            "PATH": path,
+            "PATH": driver_path(bin_dir),
             "HOME": str(self.layout.root / "root"),
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
@@ -275,8 +274,7 @@ class DriverRuntime:
             "PYSPARK_PYTHON": str(self.python),
             self._mark[0]: self._mark[1],
         }
-        if bin_dir is not None:
-            env["SPARK_CONF_DIR"] = str(bin_dir.parent / "spark-conf")
+        env.update(spark_conf_env(bin_dir))
         if self.pyspark_path:
             env["PYTHONPATH"] = self.pyspark_path
         spark_home = self._spark_home()

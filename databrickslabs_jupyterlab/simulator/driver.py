@@ -60,6 +60,18 @@ exec env -- "$@"
 #: prints ``[Stage 0:> (0 + 2) / 2]`` on the kernel's stderr, which ipykernel echoes into cells.
 _SPARK_DEFAULTS = "spark.ui.showConsoleProgress false\n"
 SPARK_CONF = "spark-conf"
+#: The search path of a driver process (the driver's bin/ with the sudo shim goes first).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def driver_path(bin_dir: Path | None) -> str:
+    """PATH of a process on the simulated driver."""
+    return SYSTEM_PATH if bin_dir is None else f"{bin_dir}:{SYSTEM_PATH}"
+
+
+def spark_conf_env(bin_dir: Path | None) -> dict[str, str]:
+    """SPARK_CONF_DIR of a driver process (the folder beside bin/, see ensure_driver_env)."""
+    return {} if bin_dir is None else {"SPARK_CONF_DIR": str(bin_dir.parent / SPARK_CONF)}
 
 
 def ensure_driver_env(state_dir: Path) -> tuple[Path, Path]:
@@ -401,11 +413,8 @@ class SshDriver:
     # -- processes ---------------------------------------------------------------------------
     def _environment(self, process: asyncssh.SSHServerProcess, username: str) -> dict[str, str]:
         bin_dir = self._bin_dir()
-        path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        if bin_dir is not None:
-            path = f"{bin_dir}:{path}"
         env = {
-            "PATH": path,
+            "PATH": driver_path(bin_dir),
             "HOME": str(self._home_dir),
             "USER": username,
             "LOGNAME": username,
@@ -413,8 +422,7 @@ class SshDriver:
             "LANG": "C.UTF-8",
             DRIVER_MARK: self._mark,
         }
-        if bin_dir is not None:  # beside bin/, see ensure_driver_env
-            env["SPARK_CONF_DIR"] = str(bin_dir.parent / SPARK_CONF)
+        env.update(spark_conf_env(bin_dir))
         peer = process.get_extra_info("peername") or ("127.0.0.1", 0)
         sockname = process.get_extra_info("sockname") or ("127.0.0.1", self.port)
         env["SSH_CLIENT"] = f"{peer[0]} {peer[1]} {sockname[1]}"
