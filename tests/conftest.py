@@ -17,7 +17,9 @@ pytest_plugins = [
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     home = tmp_path_factory.mktemp("home")
     (home / ".ssh").mkdir(mode=0o700)
     monkeypatch.setenv("HOME", str(home))
@@ -28,3 +30,13 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("DBJL_STATE_DIR", str(home / ".databrickslabs_jupyterlab"))
     monkeypatch.setenv("DBJL_SSH_CONFIG", str(home / ".ssh" / "config"))
     return home
+
+
+@pytest.fixture
+def jupyter_dirs(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Kernelspecs and runtime files of the kernel tests in the private HOME."""
+    for name in ("JUPYTER_PATH", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(isolated_home / "jupyter-data"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(isolated_home / "jupyter-runtime"))
+    return isolated_home

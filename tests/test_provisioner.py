@@ -54,15 +54,6 @@ HAVE_PYSPARK = importlib.util.find_spec("pyspark") is not None or bool(
 
 
 @pytest.fixture
-def jupyter_dirs(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("JUPYTER_PATH", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(isolated_home / "jupyter-data"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(isolated_home / "jupyter-runtime"))
-    return isolated_home
-
-
-@pytest.fixture
 def running_cluster(simulator: Any, sim_profile: Any) -> Any:
     """The simulator's cluster, started through the workspace API and RUNNING."""
 

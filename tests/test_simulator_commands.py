@@ -10,12 +10,9 @@ deadline, never with fixed sleeps.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ from databricks.sdk.service.compute import (
 
 from databrickslabs_jupyterlab.simulator import SimulatorThread
 from tests.fixtures.simulator import SimProfile
+from tests.test_simulator import http
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -133,22 +131,6 @@ def text(result: CommandStatusResponse) -> str:
     assert result.status == CommandStatus.FINISHED, result
     assert result.results.result_type == ResultType.TEXT, result.results
     return result.results.data or ""
-
-
-def http(
-    sim: SimulatorThread, method: str, path: str, body: Any = None, token: str | None = ""
-) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(sim.url + path, data=data, method=method)
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token or sim.token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
 
 
 def pid_alive(pid: int) -> bool:

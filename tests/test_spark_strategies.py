@@ -20,14 +20,11 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.config import Config
 from databricks.sdk.service.compute import CommandStatus, Language, ResultType
 from jupyter_client.manager import AsyncKernelManager
 
@@ -36,6 +33,7 @@ from databrickslabs_jupyterlab.kernelstate import board
 from databrickslabs_jupyterlab.workspace import Workspace
 from tests.fixtures.simulator import SimProfile
 from tests.test_provisioner import _run, _set_spec_env, _wait_record
+from tests.test_simulator_commands import client, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -341,41 +339,11 @@ def test_outcome_names_the_strategy() -> None:
 # ------------------------------------------------------------------------------ against the simulator
 
 
-@pytest.fixture
-def jupyter_dirs(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("JUPYTER_PATH", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(isolated_home / "jupyter-data"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(isolated_home / "jupyter-runtime"))
-    return isolated_home
-
-
-def _client(profile: SimProfile) -> WorkspaceClient:
-    return WorkspaceClient(
-        config=Config(
-            profile=profile.name,
-            config_file=str(profile.config_file),
-            retry_timeout_seconds=10,
-            http_timeout_seconds=5,
-        )
-    )
-
-
 def _running(profile: SimProfile) -> WorkspaceClient:
-    w = _client(profile)
+    w = client(profile)
     w.clusters.start(profile.cluster_id)
     profile.simulator.wait_state(profile.cluster_id, "RUNNING", timeout=30)
     return w
-
-
-def _wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_handoff_without_spark_on_the_cluster_is_a_reason(sim_profile: SimProfile) -> None:
@@ -402,7 +370,7 @@ def _rest_text(w: WorkspaceClient, cid: str, ctx: str, code: str) -> str:
         cluster_id=cid, context_id=ctx, language=Language.PYTHON, command=code
     ).response.id
     done = (CommandStatus.FINISHED, CommandStatus.ERROR, CommandStatus.CANCELLED)
-    answer = _wait_for(
+    answer = wait_for(
         f"command {code!r}",
         lambda: (
             (

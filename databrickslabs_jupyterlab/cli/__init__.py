@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import __version__, vocabulary
@@ -71,17 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # -h answers 0, a usage error 2
         return int(exc.code or 0)
     args.lab_args = lab_args
-    _quiet_sdk_logs()
-    if args.debug:
-        from .. import debuglog
+    with _quiet_sdk_logs():
+        if args.debug:
+            from .. import debuglog
 
-        with debuglog.debug_logging(sys.stderr, _known_secrets()):
-            log.debug(
-                "databrickslabs-jupyterlab %s, Python %s", __version__, sys.version.split()[0]
-            )
-            log.debug("arguments: %s", _shown_args(args))
-            return _run_reporting(args, parser)
-    return _run_reporting(args, parser)
+            with debuglog.debug_logging(sys.stderr, _known_secrets()):
+                log.debug(
+                    "databrickslabs-jupyterlab %s, Python %s", __version__, sys.version.split()[0]
+                )
+                log.debug("arguments: %s", _shown_args(args))
+                return _run_reporting(args, parser)
+        return _run_reporting(args, parser)
 
 
 def _run_reporting(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -132,11 +133,24 @@ def _shown_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if v not in (None, False, "", [])}
 
 
-def _quiet_sdk_logs() -> None:
-    """The SDK logs its retries and fallbacks as warnings; the CLI reports failures itself."""
-    if not os.environ.get("DBJL_DEBUG"):
-        logging.getLogger("databricks").addHandler(logging.NullHandler())
-        logging.getLogger("databricks").propagate = False
+@contextlib.contextmanager
+def _quiet_sdk_logs() -> Iterator[None]:
+    """The SDK logs its retries and fallbacks as warnings; the CLI reports failures itself.
+    Only while the command runs: ``main()`` called in a process (a test, a notebook) leaves
+    that process's logging as it found it."""
+    if os.environ.get("DBJL_DEBUG"):
+        yield
+        return
+    sdk = logging.getLogger("databricks")
+    quiet = logging.NullHandler()
+    propagate = sdk.propagate
+    sdk.addHandler(quiet)
+    sdk.propagate = False
+    try:
+        yield
+    finally:
+        sdk.removeHandler(quiet)
+        sdk.propagate = propagate
 
 
 def _check_names(args: argparse.Namespace) -> None:
