@@ -152,6 +152,23 @@ BLACKLIST: tuple[str, ...] = (
 )
 
 
+#: A distribution name as PEP 508 defines it; anything else from a driver is dropped, since a name
+#: such as ``-i http://host/simple`` would become a pip option in the local requirements file.
+PEP508_NAME = re.compile(r"[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]")
+# One line of the requirements file written here: a name, optionally pinned to a version.
+_REQ_LINE = re.compile(rf"(?:{PEP508_NAME.pattern})(?:==[A-Za-z0-9.+!]+)?")
+
+
+def is_name(name: object) -> bool:
+    """True for a PEP 508 distribution name (``scikit_learn``, ``zope.interface``)."""
+    return isinstance(name, str) and PEP508_NAME.fullmatch(name) is not None
+
+
+def invalid_names(remote: Mapping[str, str]) -> list[str]:
+    """The driver's package names that are not PEP 508 names (and are never mirrored)."""
+    return [name for name in remote if not is_name(name)]
+
+
 def normalize(name: str) -> str:
     """PEP 503 form, so ``Scikit_Learn`` and ``scikit-learn`` are the same package."""
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -169,6 +186,8 @@ def select(remote: Mapping[str, str], *, use_whitelist: bool) -> dict[str, str]:
     """The driver's packages to mirror (normalized name -> version), sorted by name."""
     out: dict[str, str] = {}
     for name, version in remote.items():
+        if not is_name(name):
+            continue
         keep = _listed(name, WHITELIST) if use_whitelist else not _listed(name, BLACKLIST)
         if keep:
             out[normalize(name)] = version
@@ -212,7 +231,7 @@ class VersionRow:
 def compare(local: Mapping[str, str], remote: Mapping[str, str], mode: str) -> list[VersionRow]:
     """Rows for ``-V all|diff|same``; ``diff`` includes packages present on one side only."""
     loc = {normalize(k): v for k, v in local.items()}
-    rem = {normalize(k): v for k, v in remote.items()}
+    rem = {normalize(k): v for k, v in remote.items() if is_name(k)}
     rows = [VersionRow(n, loc.get(n), rem.get(n)) for n in sorted(set(loc) | set(rem))]
     if mode == "same":
         return [r for r in rows if r.same]
@@ -261,6 +280,9 @@ def _run(argv: list[str], on_line: Callable[[str], None], what: str) -> None:
 
 def _req_text(reqs: Iterable[str], ipykernel: bool) -> str:
     lines = list(reqs)
+    for line in lines:
+        if _REQ_LINE.fullmatch(line) is None:
+            raise MirrorError(f"{line[:80]!r} is not a package name with an optional version.")
     if ipykernel and not any(normalize(r.split("=")[0]) == "ipykernel" for r in lines):
         lines.append("ipykernel")
     return "".join(line + "\n" for line in lines)
@@ -282,10 +304,11 @@ def create_venv(
     """Create a venv at ``path`` and install ``reqs`` (plus ipykernel, to use it in Jupyter)."""
     if path.exists() and any(path.iterdir()):
         raise MirrorError(f"{path} already exists; choose another --env-path or remove it.")
+    text = _req_text(reqs, ipykernel)
     base = python or sys.executable
     _run([base, "-m", "venv", str(path)], on_line, "Creating the venv")
     req_file = path / "requirements-mirror.txt"
-    req_file.write_text(_req_text(reqs, ipykernel), encoding="utf-8")
+    req_file.write_text(text, encoding="utf-8")
     py = str(venv_python(path))
     _run(
         [
@@ -322,6 +345,7 @@ def create_conda(
         raise MirrorError("conda was asked for but is not installed; leave out --conda for a venv.")
     if not re.fullmatch(r"\d+\.\d+", python_version):
         raise MirrorError(f"The driver's Python version {python_version!r} is not usable.")
+    text = _req_text(reqs, ipykernel)
     _run(
         [exe, "create", "--yes", "--name", name, f"python={python_version}", "pip"],
         on_line,
@@ -329,7 +353,7 @@ def create_conda(
     )
     with tempfile.TemporaryDirectory(prefix="dbjl-mirror-") as tmp:
         req_file = Path(tmp) / "requirements.txt"
-        req_file.write_text(_req_text(reqs, ipykernel), encoding="utf-8")
+        req_file.write_text(text, encoding="utf-8")
         _run(
             [
                 exe,

@@ -115,3 +115,38 @@ def test_create_venv_installs_the_requirements(tmp_path: Path) -> None:
     assert any(line.startswith("pip: ") for line in lines)
     with pytest.raises(mirror.MirrorError, match="already exists"):
         mirror.create_venv(env, [], on_line=lines.append)
+
+
+# Names a compromised or odd driver could report; each would be a pip option, a second line or
+# a URL in the local requirements file.
+HOSTILE_NAMES = [
+    "-i http://evil.example/simple",
+    "--index-url=http://evil.example/simple",
+    "-e git+https://evil.example/x.git",
+    "numpy\n-i http://evil.example/simple",
+    "pkg @ https://evil.example/pkg.whl",
+    "pkg; python_version>'3'",
+    "-r /etc/passwd",
+    "pkg ",
+    "",
+    "pkg\r",
+    "a/b",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_only_pep508_names_from_the_driver_are_mirrored(name: str) -> None:
+    remote = {"numpy": "1.26.4", name: "1.0"}
+    for use_whitelist in (False, True):
+        assert mirror.select(remote, use_whitelist=use_whitelist) == {"numpy": "1.26.4"}
+    assert mirror.invalid_names(remote) == [name]
+    assert [r.package for r in mirror.compare({}, remote, "all")] == ["numpy"]
+    assert mirror.invalid_names({"numpy": "1", "Scikit_Learn": "1", "a.b-c_d": "1"}) == []
+
+
+@pytest.mark.parametrize("line", ["-i http://evil.example/simple", "numpy==1\n-e .", "pkg @ /x"])
+def test_requirements_file_refuses_anything_but_pins(tmp_path: Path, line: str) -> None:
+    """Second line of defence: the file written for pip holds only ``name`` or ``name==version``."""
+    with pytest.raises(mirror.MirrorError, match="not a package name"):
+        mirror.create_venv(tmp_path / "env", [line], on_line=lambda _: None, ipykernel=False)
+    assert not (tmp_path / "env").exists()

@@ -178,6 +178,10 @@ async def mirror_env(ctx: Context) -> None:
     if args.conda and not mirror.conda_executable():
         raise CliError("--conda was given but conda is not installed; leave it out for a venv.")
     info, packages, remote_python = await remote(ctx)
+    dropped = mirror.invalid_names(packages)
+    if dropped:
+        shown = ", ".join(repr(n[:60]) for n in dropped[:5])
+        progress(f"Skipped {len(dropped)} driver package name(s) that are not valid names: {shown}")
     selected = mirror.select(packages, use_whitelist=args.whitelist)
     reqs = mirror.requirements(selected)
     name = args.env_name or mirror.env_name(info.cluster_name or info.cluster_id)
