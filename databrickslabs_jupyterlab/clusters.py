@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import operations
+from .connect import spark_ui_url
 from .operations import OperationFailed
 from .settings import DriverSettings
 from .vocabulary import COMING_UP, RUNNING, STATES, STEADY, STEPS
@@ -71,6 +72,11 @@ class ServiceSettings:
     profile_cache_seconds: float = 2.0
 
 
+def _meaning(view: dict[str, Any]) -> dict[str, Any]:
+    """A status view without the time of the last SSH check: what a new version is for."""
+    return dict(view, ssh={k: v for k, v in view.get("ssh", {}).items() if k != "checked_at"})
+
+
 def _error_sentence(err: BaseException, kind: str) -> str:
     if isinstance(err, WorkspaceError):
         return err.message
@@ -94,10 +100,12 @@ class ClusterConnection:
         self.cluster_id = cluster_id
         self.settings = registry.settings
         self.version = 0
+        self._waiters = 0
         self.updated_at = utcnow()
         self.state = "unknown"
         self.message = "Reading the state of the cluster."
         self.info: ClusterInfo | None = None
+        self.spark_ui_url: str | None = None
         self.ssh: dict[str, Any] = {"reachable": False, "checked_at": None, "error": None}
         self.operation: dict[str, Any] | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=self.settings.event_history)
@@ -145,15 +153,26 @@ class ClusterConnection:
         return self._paused
 
     async def wait_for_change(self, since: int, timeout: float) -> bool:
-        """Wait until ``version > since`` or ``timeout`` seconds pass; True if it changed."""
+        """Wait until ``version > since`` or ``timeout`` seconds pass; True if it changed.
+        Cancelling the wait (a long-poll client that went away) ends it at once."""
         deadline = time.monotonic() + max(0.0, timeout)
-        while self.version <= since:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self.touch()
-            await wait_event(self._changed, min(remaining, max(1.0, self.settings.idle_pause / 2)))
-        return True
+        self._waiters += 1
+        try:
+            while self.version <= since:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.touch()
+                pause = max(1.0, self.settings.idle_pause / 2)
+                await wait_event(self._changed, min(remaining, pause))
+            return True
+        finally:
+            self._waiters -= 1
+
+    @property
+    def waiters(self) -> int:
+        """Long polls waiting on this cluster now."""
+        return self._waiters
 
     async def wait_first_read(self, timeout: float) -> None:
         """Wait (bounded) until the first read brought something better than ``unknown``."""
@@ -230,10 +249,17 @@ class ClusterConnection:
             "cluster_state": info.state if info else None,
             "message": message,
             "ssh": dict(self.ssh),
+            "spark_ui_url": self.spark_ui_url,
             "operation": operation,
             "kernels": self._kernels(),
         }
         if view == self._view and self._json:
+            return
+        if self._json and _meaning(view) == _meaning(self._view):
+            # Only the time of the last SSH check moved: the served status shows it, but the
+            # version stays and no long poll wakes (a steady client is not answered every check).
+            self._view = view
+            self._json = json.dumps(dict(json.loads(self._json), ssh=view["ssh"]))
             return
         if self._is_news(state, message):
             self.events.append({"at": utcnow(), "state": state, "message": message})
@@ -328,6 +354,7 @@ class ClusterConnection:
         """Read the cluster once, then check SSH when it runs."""
         try:
             workspace = await self.registry.workspace(self.profile)
+            self._link_spark_ui(workspace)
             info = await workspace.get_cluster(self.cluster_id)
         except NoSuchCluster as err:
             if self.info is None:
@@ -436,7 +463,17 @@ class ClusterConnection:
         )
         return True
 
+    def _link_spark_ui(self, workspace: Any) -> None:
+        """The cluster's Spark UI in the workspace, from the profile's host and the workspace id
+        databricks-sdk resolved (a lookup of the client's configuration, no request)."""
+        config = getattr(getattr(workspace, "client", None), "config", None)
+        host = getattr(workspace, "host", None) or getattr(config, "host", None)
+        self.spark_ui_url = spark_ui_url(
+            host, self.cluster_id, getattr(config, "workspace_id", None)
+        )
+
     async def _read(self, workspace: Any) -> ClusterInfo:
+        self._link_spark_ui(workspace)
         info = await workspace.get_cluster(self.cluster_id)
         self._read_error = None
         self._apply(info)

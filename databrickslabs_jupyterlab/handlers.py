@@ -180,8 +180,25 @@ class ClusterStatusHandler(BaseHandler):
                 raise ApiError(400, "invalid_query", f"wait must be between 0 and {MAX_WAIT:g}.")
         conn = await self.connection(profile, cluster_id)
         if wait and since is not None and conn.version <= since:
-            await conn.wait_for_change(since, wait)
+            self._waiting = asyncio.ensure_future(conn.wait_for_change(since, wait))
+            try:
+                await self._waiting
+            except asyncio.CancelledError:
+                if self._gone:
+                    return  # the client went away: nobody to answer
+                raise
+            finally:
+                self._waiting = None
         self.write_json(conn.snapshot_json())
+
+    _waiting: asyncio.Future[bool] | None = None
+    _gone = False
+
+    def on_connection_close(self) -> None:
+        """A long-poll client that goes away ends its wait at once."""
+        self._gone = True
+        if self._waiting is not None:
+            self._waiting.cancel()
 
 
 class OperationHandler(BaseHandler):

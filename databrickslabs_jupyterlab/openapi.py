@@ -149,8 +149,21 @@ def build_openapi() -> dict[str, Any]:
                 "cluster_state": {**_NULLABLE_STR, "description": "Databricks state as last read."},
                 "message": {"type": "string"},
                 "ssh": {"$ref": "#/components/schemas/Ssh"},
+                "spark_ui_url": {
+                    **_NULLABLE_STR,
+                    "description": "The cluster's Spark UI in the workspace (https://<host>/"
+                    "?o=<workspace id>#setting/clusters/<cluster id>/sparkUi; without ?o= when "
+                    "the workspace id is unknown); null until the workspace was read "
+                    "(extension of v1).",
+                },
                 "operation": {"$ref": "#/components/schemas/Operation"},
-                "version": {"type": "integer", "minimum": 1},
+                "version": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Grows on every change of this status, except that a new "
+                    "ssh.checked_at alone (a routine SSH check with the same outcome) is served "
+                    "without a new version and wakes no long poll.",
+                },
                 "updated_at": _TIME,
                 "events": {
                     "type": "array",

@@ -318,6 +318,39 @@ async def test_long_poll_returns_on_change_or_after_wait(client, sim_profile):
     await client.until(sim_profile, {"connected", "error"})
 
 
+async def test_ssh_checks_alone_wake_no_long_poll(client, sim_profile):
+    """A connected cluster is checked over SSH every refresh; the time of the check is served,
+    but a steady long-poll client is answered only when its wait ends (issue: one answer per
+    check kept every client busy)."""
+    await client.call("POST", "clusters", "demo", sim_profile.cluster_id, "start")
+    status = (await client.until(sim_profile, {"connected"}))[-1]
+    t0 = time.monotonic()
+    same = await client.status(sim_profile, wait=4, since=status["version"])
+    assert time.monotonic() - t0 >= 3.5
+    assert same["version"] == status["version"] and same["state"] == "connected"
+    assert same["ssh"]["checked_at"] > status["ssh"]["checked_at"], "no SSH check ran meanwhile"
+
+
+async def test_long_poll_ends_when_its_client_goes_away(client, sim_profile, jp_serverapp):
+    registry = jp_serverapp.web_app.settings["databrickslabs_jupyterlab_registry"]
+    status = await client.status(sim_profile)
+    conn = await registry.connection("demo", sim_profile.cluster_id)
+    with pytest.raises(HTTPClientError) as gave_up:  # the client stops waiting after 1 s
+        await client.fetch(
+            *API,
+            "clusters",
+            "demo",
+            sim_profile.cluster_id,
+            params={"wait": 50, "since": status["version"]},
+            request_timeout=1,
+        )
+    assert gave_up.value.code == 599
+    deadline = time.monotonic() + 15
+    while conn.waiters:
+        assert time.monotonic() < deadline, "the server still waits for a client that is gone"
+        await asyncio.sleep(0.05)
+
+
 async def test_kernel_endpoint(client, sim_profile, jp_fetch, jp_data_dir):
     spec_dir = jp_data_dir / "kernels" / "dbtest"
     spec_dir.mkdir(parents=True)
