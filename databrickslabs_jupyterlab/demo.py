@@ -66,7 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def say(text: str) -> None:
-    print(text, flush=True)
+    """Print a line; a closed or broken output (``demo | tee log`` whose tee went with the
+    terminal's Ctrl-C) is ignored, so stopping never depends on printing."""
+    try:
+        print(text, flush=True)
+    except (OSError, ValueError):  # BrokenPipeError, EIO of a gone terminal, a closed stdout
+        # Later prints and the interpreter's final flush would fail again: write nowhere.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
 def free_port() -> int:
@@ -345,9 +354,10 @@ class Demo:
     def stop(self) -> None:
         lab, self.lab = self.lab, None
         if lab is not None and lab.poll() is None:
-            say("Stopping JupyterLab...")
+            # Signal first, print afterwards: a print may block or fail (see say).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 lab.send_signal(signal.SIGTERM)  # a clean stop: kernels are shut down
+            say("Stopping JupyterLab...")
             try:
                 lab.wait(20)
             except subprocess.TimeoutExpired:
@@ -360,8 +370,8 @@ class Demo:
                 os.killpg(lab.pid, signal.SIGKILL)
         sim, self.sim = self.sim, None
         if sim is not None:
-            say("Stopping the simulator...")
             sim.stop()
+            say("Simulator stopped.")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

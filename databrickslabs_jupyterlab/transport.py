@@ -1,0 +1,193 @@
+"""How the product reaches one cluster: its transport, chosen once per cluster state.
+
+Three transports, in the order they are tried:
+
+``ssh``
+    A ``Host <cluster_id>`` entry of the user's SSH config (their own route: a bastion, a VPN),
+    or the driver's public DNS name on port 2200 with the key in the cluster's
+    ``ssh_public_keys`` (classic SSH; a dedicated or no-isolation cluster with a public IP).
+``ssh-tunnel``
+    The Databricks CLI's SSH tunnel: a ``Host NAME`` entry written by ``databricks ssh setup
+    --name NAME --cluster ID`` whose ``ProxyCommand`` runs ``databricks ssh connect --proxy`` for
+    the cluster. Needs a dedicated (single-user) cluster on Databricks Runtime 17 or newer.
+``command-api``
+    The Command Execution API (REST 1.2): no SSH at all; works on every running all-purpose
+    cluster, standard access mode included.
+
+``choose`` picks the first that applies, or the one asked for, and refuses an impossible
+request with one sentence that names what to do instead (:class:`TransportImpossible`), before
+anything is changed. It reads the SSH config: call it in a thread from async code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .sshconfig import SshConfig, host_entry, split_args
+from .vocabulary import RUNNING
+
+SSH = "ssh"
+TUNNEL = "ssh-tunnel"
+COMMAND_API = "command-api"
+TRANSPORTS = (SSH, TUNNEL, COMMAND_API)
+
+#: The Databricks Runtime the SSH tunnel needs (documented: 17.0 or newer).
+TUNNEL_MIN_RUNTIME = (17, 0)
+#: Access modes whose clusters allow no SSH of any kind.
+NO_SSH_MODES = frozenset({"USER_ISOLATION", "LEGACY_TABLE_ACL", "LEGACY_SINGLE_USER_STANDARD"})
+#: Access modes the SSH tunnel accepts (a cluster dedicated to one user).
+TUNNEL_MODES = frozenset({"SINGLE_USER", "DATA_SECURITY_MODE_DEDICATED", "LEGACY_SINGLE_USER"})
+
+
+class TransportImpossible(Exception):
+    """The transport asked for cannot work on this cluster; ``str()`` says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """The transport of one cluster. ``alias`` is the SSH config Host used (``None``: the
+    driver's public DNS, or no SSH); ``why`` is one sentence for the status details."""
+
+    transport: str
+    alias: str | None
+    why: str
+
+    @property
+    def uses_ssh(self) -> bool:
+        return self.transport != COMMAND_API
+
+
+def runtime_version(spark_version: str | None) -> tuple[int, int] | None:
+    """``17.3.x-scala2.13`` -> (17, 3); None when it names no runtime version."""
+    found = re.match(r"(\d+)\.(\d+)", spark_version or "")
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def access_mode(info: Any) -> str | None:
+    """``data_security_mode`` of a :class:`~.workspace.ClusterInfo` (None when not given)."""
+    raw = getattr(info, "raw", None) or {}
+    mode = raw.get("data_security_mode")
+    return str(mode).rsplit(".", 1)[-1] if mode else None
+
+
+def _mode_words(mode: str | None) -> str:
+    return {
+        "USER_ISOLATION": "standard access mode (shared)",
+        "NONE": "no isolation",
+        "SINGLE_USER": "dedicated access mode",
+    }.get(mode or "", f"access mode {mode}")
+
+
+def tunnel_cluster(proxy_command: str | None) -> str | None:
+    """The cluster id a ``databricks ssh connect --proxy`` ProxyCommand names, else None."""
+    if not proxy_command:
+        return None
+    words = split_args(proxy_command)
+    if "ssh" not in words or "connect" not in words:
+        return None
+    if words.index("connect") != words.index("ssh") + 1 or "--proxy" not in words:
+        return None
+    for i, word in enumerate(words):
+        if word.startswith("--cluster="):
+            return word.split("=", 1)[1] or None
+        if word == "--cluster" and i + 1 < len(words):
+            return words[i + 1]
+    return None
+
+
+def tunnel_alias(ssh_config_file: str | Path, cluster_id: str) -> str | None:
+    """The first ``Host`` of the SSH config written for exactly one name whose ProxyCommand is
+    the Databricks CLI's tunnel to ``cluster_id`` (as ``databricks ssh setup`` writes it)."""
+    path = Path(ssh_config_file).expanduser()
+    if not path.is_file():
+        return None
+    config = SshConfig.load(path)
+    for block in config.blocks():
+        if block.kind != "host":
+            continue
+        for name in block.patterns:
+            if any(c in name for c in "*?!"):
+                continue
+            command = host_entry(path, name).proxy_command
+            if tunnel_cluster(command) == cluster_id:
+                return name
+    return None
+
+
+def choose(info: Any, settings: Any, wanted: str | None = None) -> Route:
+    """The route to ``info``'s cluster: ``wanted`` when given (or TransportImpossible), else
+    the first transport that applies. Blocking (reads the SSH config)."""
+    if wanted is not None and wanted not in TRANSPORTS:
+        raise TransportImpossible(
+            f"{wanted!r} is not a transport; choose one of {', '.join(TRANSPORTS)}."
+        )
+    cid = info.cluster_id
+    mode = access_mode(info)
+    config_file = settings.ssh_config_file
+    path = Path(config_file).expanduser()
+    own = host_entry(path, cid) if path.is_file() else None
+    own_route = bool(own and (own.hostname or own.proxy_command or own.proxy_jump))
+    own_tunnel = own_route and own is not None and tunnel_cluster(own.proxy_command) == cid
+    alias = cid if own_tunnel else tunnel_alias(path, cid)
+
+    if wanted == COMMAND_API:
+        return Route(COMMAND_API, None, "The Command Execution API was asked for.")
+    if wanted == TUNNEL:
+        return _tunnel(info, mode, alias, config_file)
+    if mode in NO_SSH_MODES:
+        if wanted == SSH:
+            raise TransportImpossible(
+                f"Cluster {cid} uses {_mode_words(mode)}, which allows no SSH: use the Command "
+                "Execution API kernel (--transport command-api), or a dedicated cluster."
+            )
+        return Route(
+            COMMAND_API,
+            None,
+            f"Cluster {cid} uses {_mode_words(mode)}, which allows no SSH; its kernels run "
+            "through the Command Execution API.",
+        )
+    if own_route and not own_tunnel:
+        return Route(SSH, cid, f"{config_file} has a Host {cid} entry.")
+    if alias is not None:  # asked for SSH or nothing: the tunnel is SSH too
+        return _tunnel(info, mode, alias, config_file)
+    if info.public_dns:
+        return Route(SSH, None, f"The driver of cluster {cid} has a public address.")
+    if info.state not in RUNNING:
+        # no driver, so no address to judge by: SSH until a running driver says otherwise
+        return Route(SSH, None, f"Cluster {cid} is not running; its driver address is unknown.")
+    if wanted == SSH:
+        raise TransportImpossible(
+            f"The driver of cluster {cid} has no public IP (secure cluster connectivity) and "
+            f"{config_file} has no tunnel entry for it: set one up with "
+            f"`dj PROFILE -s -i {cid} --tunnel`, or use --transport command-api."
+        )
+    return Route(
+        COMMAND_API,
+        None,
+        f"The driver of cluster {cid} has no public IP and {config_file} has no tunnel entry "
+        "for it; its kernels run through the Command Execution API.",
+    )
+
+
+def _tunnel(info: Any, mode: str | None, alias: str | None, config_file: str) -> Route:
+    cid = info.cluster_id
+    if mode is not None and mode not in TUNNEL_MODES:
+        raise TransportImpossible(
+            f"The Databricks SSH tunnel needs a cluster dedicated to one user; cluster {cid} "
+            f"uses {_mode_words(mode)}: use --transport command-api, or a dedicated cluster."
+        )
+    version = runtime_version(info.spark_version)
+    if version is not None and version < TUNNEL_MIN_RUNTIME:
+        raise TransportImpossible(
+            f"The Databricks SSH tunnel needs Databricks Runtime 17.0 or newer; cluster {cid} "
+            f"runs {info.spark_version}: upgrade its runtime, or use --transport command-api."
+        )
+    if alias is None:
+        raise TransportImpossible(
+            f"{config_file} has no Databricks SSH tunnel entry for cluster {cid}: run "
+            f"`dj PROFILE -s -i {cid} --tunnel` (it runs `databricks ssh setup`)."
+        )
+    return Route(TUNNEL, alias, f"{config_file} has the tunnel entry Host {alias}.")
