@@ -18,6 +18,7 @@ import pytest
 
 from databrickslabs_jupyterlab import demo
 from tests.test_demo import Lab, _free_port, _processes_mentioning
+from tests.test_provisioner import _alive
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,14 +26,6 @@ pytestmark = pytest.mark.timeout(300)
 SHUTDOWN_WITHIN = 15.0
 #: ... and the margin a loaded 2-core machine gets on top (Python start-up, scheduling).
 MARGIN = 10.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "State:\tZ" not in status
 
 
 def _wait_until(condition: Any, timeout: float, step: float = 0.1) -> bool:
