@@ -19,23 +19,19 @@ written for the user's own machines (``User me``, ``IdentityFile ~/.ssh/id_rsa``
 replace the driver's defaults; ``catch_all=True`` gives plain OpenSSH.
 
 The editor keeps the file as a list of lines and touches only the lines of one block, so
-comments, blank lines, ``Include``/``Match`` lines, indentation and order survive. Before any
-change the old file is copied to ``<state_dir>/ssh_config_backup/`` (the newest few copies are
-kept), and the new text replaces the old one atomically with mode 0600.
+comments, blank lines, ``Include``/``Match`` lines, indentation and order survive; it refuses a
+name or value with a line break, a double quote or a NUL. Writing the file (backup, lock,
+symlinks) is ``sshconfigfile``'s part.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import getpass
 import glob
 import logging
 import os
 import re
-import shutil
-import tempfile
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,14 +39,13 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "BACKUPS_KEPT",
     "BLOCK_KEYS",
     "MAX_INCLUDE_DEPTH",
     "ROUTING_KEYS",
     "Block",
-    "Change",
     "HostEntry",
     "SshConfig",
+    "SshConfigError",
     "expand_path",
     "expand_tokens",
     "host_entry",
@@ -60,9 +55,7 @@ __all__ = [
     "parse_jump",
     "parse_port",
     "read_host_entry",
-    "remove_host",
     "split_args",
-    "update_host",
 ]
 
 #: Keys that a ``-s`` run writes into a new block, in this order.
@@ -79,7 +72,6 @@ BLOCK_KEYS = (
 #: When one of these is present, the user routes the connection themselves (bastion, tunnel):
 #: ``HostName`` is then theirs and is never rewritten.
 ROUTING_KEYS = ("proxycommand", "proxyjump")
-BACKUPS_KEPT = 10
 #: OpenSSH's READCONF_MAX_DEPTH.
 MAX_INCLUDE_DEPTH = 16
 #: Options whose value is the rest of the line, given to a shell: neither split nor unquoted.
@@ -363,6 +355,28 @@ def host_entry(
 # Editing
 
 
+class SshConfigError(ValueError):
+    """A value that cannot be written into an SSH config safely; the message is a sentence."""
+
+
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+# A line break would start a new directive, a quote would end the quoted value early, and NUL
+# ends the line for OpenSSH: none of them is ever written.
+_UNWRITABLE = re.compile(r'[\r\n\0"]')
+
+
+def _check_entry(name: str, options: Mapping[str, str]) -> None:
+    """Refuse a ``Host`` name or an option that would change the file's meaning when written."""
+    if not name or _UNWRITABLE.search(name) or any(c.isspace() for c in name):
+        raise SshConfigError(f"{name[:80]!r} cannot be a Host name in an SSH config.")
+    for key, value in options.items():
+        if not _KEY.fullmatch(str(key)) or _UNWRITABLE.search(str(value)):
+            raise SshConfigError(
+                f"The {str(key)[:40]!r} value for Host {name} contains a line break, a double "
+                "quote or a NUL and is not written to the SSH config."
+            )
+
+
 def _format_value(value: str) -> str:
     return f'"{value}"' if " " in value and not value.startswith('"') else value
 
@@ -384,17 +398,6 @@ class Block:
         """True when OpenSSH would apply this block to ``name`` (``Match`` blocks: never, as
         for the reader)."""
         return self.kind == "host" and host_matches(self.patterns, name)
-
-
-@dataclass
-class Change:
-    """What an update did, for printing to the person who ran it."""
-
-    path: Path
-    changed: bool
-    created: bool
-    backup: Path | None
-    diff: str
 
 
 class SshConfig:
@@ -453,6 +456,7 @@ class SshConfig:
         next block stay where they are. A shared ``Host a b c`` line is not edited: a dedicated
         block is put in front of it, because OpenSSH takes the first value it finds.
         """
+        _check_entry(name, options)
         keep = {k.lower() for k in keep}
         block = self.find(name)
         if block is not None and block.patterns != [name]:
@@ -504,6 +508,7 @@ class SshConfig:
 
     def remove_host(self, name: str) -> bool:
         """Delete the dedicated block for ``name``; a shared ``Host`` line only loses the name."""
+        _check_entry(name, {})
         block = self.find(name)
         if block is None:
             return False
@@ -547,82 +552,3 @@ def host_options(
         "ServerAliveCountMax": str(max(1, keepalive_count_max)),
         "ConnectTimeout": str(max(1, round(connect_timeout))),
     }
-
-
-def _backup(path: Path, backup_dir: Path) -> Path:
-    backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = backup_dir / f"{path.name}.{stamp}"
-    n = 1
-    while target.exists():
-        target = backup_dir / f"{path.name}.{stamp}.{n}"
-        n += 1
-    shutil.copy2(path, target)
-    os.chmod(target, 0o600)
-    old = sorted(backup_dir.glob(f"{path.name}.*"), key=lambda p: p.stat().st_mtime_ns)
-    for stale in old[:-BACKUPS_KEPT]:
-        stale.unlink(missing_ok=True)
-    return target
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _save(path: Path, before: str, config: SshConfig, backup_dir: Path) -> Change:
-    after = config.text()
-    diff = "".join(
-        difflib.unified_diff(
-            before.splitlines(keepends=True),
-            after.splitlines(keepends=True),
-            fromfile=f"{path} (before)",
-            tofile=str(path),
-        )
-    )
-    if after == before:
-        return Change(path, False, False, None, "")
-    existed = path.exists()
-    backup = _backup(path, backup_dir) if existed else None
-    _write_atomic(path, after)
-    return Change(path, True, not existed, backup, diff)
-
-
-def update_host(
-    path: str | os.PathLike[str],
-    name: str,
-    options: Mapping[str, str],
-    *,
-    backup_dir: Path,
-    keep: Iterable[str] = (),
-) -> Change:
-    """Write or update ``Host <name>`` in the file at ``path``; back it up first.
-
-    ``HostName`` is left alone when the block routes through ``ProxyCommand``/``ProxyJump``.
-    """
-    p = Path(path).expanduser()
-    config = SshConfig.load(p)
-    before = config.text()
-    existing = config.options(name)
-    keep = set(k.lower() for k in keep)
-    if any(k in existing for k in ROUTING_KEYS):
-        keep.add("hostname")
-    config.set_host(name, options, keep=keep)
-    return _save(p, before, config, backup_dir)
-
-
-def remove_host(path: str | os.PathLike[str], name: str, *, backup_dir: Path) -> Change:
-    """Drop ``Host <name>`` from the file at ``path`` (backed up first), keeping the rest."""
-    p = Path(path).expanduser()
-    config = SshConfig.load(p)
-    before = config.text()
-    config.remove_host(name)
-    return _save(p, before, config, backup_dir)

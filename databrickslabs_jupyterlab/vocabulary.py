@@ -7,6 +7,7 @@ CLI accept and refuse exactly the same things. Patterns are applied with ``fullm
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 #: A Databricks cluster id, as the REST API accepts it (shared/API.md).
@@ -16,6 +17,10 @@ CLUSTER_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]{0,99}")
 PROFILE = re.compile(r"[^\x00-\x1f\x7f/\\\[\]]{1,100}")
 #: A Jupyter kernel id (a UUID in practice).
 KERNEL_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,99}")
+#: One label of a DNS host name (RFC 1123; ``_`` tolerated, as cloud resolvers hand it out).
+HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+#: A login name on a driver (``User`` of the SSH config, the ``%r`` token).
+SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}")
 #: A POSIX environment variable name.
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Names whose values are secrets: never logged, never sent to a driver.
@@ -60,6 +65,23 @@ def is_profile(text: object) -> bool:
 
 def is_kernel_id(text: object) -> bool:
     return isinstance(text, str) and KERNEL_ID.fullmatch(text) is not None
+
+
+def is_hostname(text: object) -> bool:
+    """A DNS name or an IPv4/IPv6 address: what a driver's ``public_dns`` may be before it goes
+    into ``~/.ssh/config`` or a ``ProxyCommand`` (no blanks, quotes, shell or line breaks)."""
+    if not isinstance(text, str) or not text or len(text) > 253:
+        return False
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    return all(HOST_LABEL.fullmatch(label) for label in text.split("."))
+
+
+def is_ssh_user(text: object) -> bool:
+    return isinstance(text, str) and SSH_USER.fullmatch(text) is not None
 
 
 def is_env_name(text: object) -> bool:

@@ -12,10 +12,15 @@ from __future__ import annotations
 import asyncio
 import configparser
 import itertools
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import vocabulary
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_FILE = "~/.databrickscfg"
 
@@ -189,7 +194,7 @@ class ClusterInfo:
             cluster_name=data.get("cluster_name"),
             state=str(state) if state is not None else None,
             state_message=data.get("state_message") or None,
-            public_dns=driver.get("public_dns") or None,
+            public_dns=_hostname(driver.get("public_dns")),
             ssh_public_keys=list(data.get("ssh_public_keys") or []),
             start_time=data.get("start_time"),
             terminated_time=data.get("terminated_time"),
@@ -198,6 +203,17 @@ class ClusterInfo:
             driver_start=driver.get("start_timestamp") or data.get("start_time"),
             raw=data,
         )
+
+
+def _hostname(value: object) -> str | None:
+    """A driver address fit for ``~/.ssh/config`` and ``ProxyCommand``; anything else is
+    dropped (with a warning), so that a newline or a shell word never reaches either."""
+    if not value:
+        return None
+    if vocabulary.is_hostname(value):
+        return str(value)
+    log.warning("Ignored a driver public_dns that is not a host name: %r", str(value)[:80])
+    return None
 
 
 def _translate(err: BaseException, what: str, host: str | None) -> WorkspaceError:

@@ -12,16 +12,14 @@ from pathlib import Path
 import pytest
 
 from databrickslabs_jupyterlab.sshconfig import (
-    BACKUPS_KEPT,
     SshConfig,
     expand_tokens,
     host_matches,
     host_options,
     read_host_entry,
-    remove_host,
     split_args,
-    update_host,
 )
+from databrickslabs_jupyterlab.sshconfigfile import BACKUPS_KEPT, remove_host, update_host
 
 SSH = "/usr/bin/ssh"
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import sshconfig
+from .. import sshconfig, sshconfigfile
 from ..operations import NO_KERNELS_HERE, Lifecycle, Progress
 from ..settings import DriverSettings
 from ..vocabulary import RUNNING, STEPS
@@ -144,7 +144,7 @@ class Context:
         if config.find(info.cluster_id) is None:
             return
         change = await asyncio.to_thread(
-            sshconfig.update_host,
+            sshconfigfile.update_host,
             path,
             info.cluster_id,
             {"HostName": info.public_dns},

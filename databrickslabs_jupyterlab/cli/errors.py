@@ -40,6 +40,7 @@ def translate(err: BaseException) -> BaseException:
     """The :class:`CliError` for a failure of a service module; anything else unchanged."""
     from ..operations import OperationFailed
     from ..ssh import SshError
+    from ..sshconfig import SshConfigError
     from ..workspace import NoSuchCluster, NoSuchProfile, WorkspaceError, WorkspaceUnavailable
 
     if isinstance(err, CliError):
@@ -53,7 +54,7 @@ def translate(err: BaseException) -> BaseException:
         return CliError(sentence(err.message), code)
     if isinstance(err, SshError):  # the driver's errors (DriverError) too
         return CliError(sentence(str(err)), EXIT_SSH)
-    if isinstance(err, OperationFailed):
+    if isinstance(err, OperationFailed | SshConfigError):
         return CliError(sentence(str(err)), EXIT_FAILURE)
     return err
 

@@ -11,7 +11,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from .. import sshconfig
+from .. import sshconfig, sshconfigfile
 from ..vocabulary import COMING_UP, RUNNING
 from .context import Context, StepPrinter
 from .errors import EXIT_SSH, CliError, ws_call
@@ -92,7 +92,7 @@ async def configure_ssh(ctx: Context) -> None:
     # In an existing block the user's own Port/User/timeouts stay; the address and key are ours.
     keep = set(k.lower() for k in options) - {"hostname", "identityfile"} if existing else set()
     change = await asyncio.to_thread(
-        sshconfig.update_host,
+        sshconfigfile.update_host,
         path,
         info.cluster_id,
         options,

@@ -259,7 +259,19 @@ def _load_identity(hop: _Hop) -> list[asyncssh.SSHKeyPair]:
 
 
 def _proxy_argv(target: SshTarget) -> list[str]:
-    """ProxyCommand with OpenSSH's tokens expanded, run by /bin/sh like OpenSSH does."""
+    """ProxyCommand with OpenSSH's tokens expanded, run by /bin/sh like OpenSSH does.
+
+    The tokens are put in unquoted (as OpenSSH does), so host, user and cluster id must be
+    plain words: anything else is refused rather than handed to the shell."""
+    if not (
+        vocabulary.is_hostname(target.host)
+        and vocabulary.is_ssh_user(target.user)
+        and vocabulary.is_cluster_id(target.cluster_id)
+    ):
+        raise SshError(
+            f"The ProxyCommand for cluster {target.cluster_id!r} was not run: its host "
+            f"{target.host!r} or user {target.user!r} is not a plain host or user name."
+        )
     tokens = {
         "h": target.host,
         "p": str(target.port),

@@ -1,0 +1,120 @@
+"""Security findings of issue 13 that have no better home: each test fails without its fix."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from databrickslabs_jupyterlab import vocabulary
+from databrickslabs_jupyterlab.ssh.connection import SshError, SshTarget, _proxy_argv
+from databrickslabs_jupyterlab.sshconfigfile import SshConfigError, locked, remove_host, update_host
+from databrickslabs_jupyterlab.workspace import ClusterInfo
+
+# --------------------------------------------------------------------------------------------
+# 4. Values written into ~/.ssh/config and expanded into ProxyCommand
+
+INJECTIONS = [
+    "ec2-1-2-3-4.example.com\n    ProxyCommand sh -c 'touch /tmp/pwned'",
+    "ec2-1-2-3-4.example.com\r\nProxyCommand x",
+    'ec2.example.com" ProxyCommand "x',
+    "ec2.example.com\0",
+    "$(touch /tmp/pwned).example.com",
+    "a;b",
+    "host name",
+    "-oProxyCommand=x",
+    "",
+]
+
+
+@pytest.mark.parametrize("dns", INJECTIONS)
+def test_public_dns_that_is_not_a_hostname_is_dropped(dns: str) -> None:
+    info = ClusterInfo.from_dict({"cluster_id": "c1", "driver": {"public_dns": dns}})
+    assert info.public_dns is None
+
+
+@pytest.mark.parametrize(
+    "dns", ["ec2-3-1-2-3.compute-1.amazonaws.com", "10.0.0.12", "fe80::1", "localhost", "a.b"]
+)
+def test_real_hostnames_are_kept(dns: str) -> None:
+    assert vocabulary.is_hostname(dns)
+    assert ClusterInfo.from_dict({"driver": {"public_dns": dns}}).public_dns == dns
+
+
+@pytest.mark.parametrize("bad", ["x\nProxyCommand y", "x\ry", 'x"y', "x\0y"])
+def test_ssh_config_writer_refuses_line_breaks_quotes_and_nul(tmp_path: Path, bad: str) -> None:
+    path = tmp_path / "config"
+    path.write_text("Host other\n    User me\n")
+    with pytest.raises(SshConfigError):
+        update_host(path, "0101-abc", {"HostName": bad}, backup_dir=tmp_path / "b")
+    with pytest.raises(SshConfigError):
+        update_host(path, "0101-abc", {bad.split("\n")[0] + "\n": "x"}, backup_dir=tmp_path / "b")
+    with pytest.raises(SshConfigError):
+        update_host(path, bad, {"HostName": "h.example.com"}, backup_dir=tmp_path / "b")
+    assert path.read_text() == "Host other\n    User me\n"
+    assert not (tmp_path / "b").exists()
+
+
+def _target(**kw: str) -> SshTarget:
+    base = dict(cluster_id="0101-abc", host="h.example.com", port=22, user="ubuntu")
+    return SshTarget(**{**base, **kw}, identity_file="/k", proxy_command="nc %h %p")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("host", "h.example.com; touch /tmp/pwned"),
+        ("host", "$(id)"),
+        ("host", "h\nx"),
+        ("user", "u; id"),
+        ("cluster_id", "c1\n"),
+    ],
+)
+def test_proxy_command_tokens_are_validated_before_the_shell(field: str, value: str) -> None:
+    assert _proxy_argv(_target())[-1] == "exec nc h.example.com 22"
+    with pytest.raises(SshError, match="ProxyCommand"):
+        _proxy_argv(_target(**{field: value}))
+
+
+# --------------------------------------------------------------------------------------------
+# 10. ~/.ssh/config: a symlink stays one, two editors take turns
+
+
+def test_symlinked_ssh_config_stays_a_symlink(tmp_path: Path) -> None:
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    real = dotfiles / "ssh_config"
+    real.write_text("Host other\n    User me\n")
+    link = tmp_path / "config"
+    link.symlink_to(real)
+    change = update_host(link, "0101-abc", {"HostName": "h.example.com"}, backup_dir=tmp_path / "b")
+    assert change.changed and change.backup is not None
+    assert link.is_symlink() and link.resolve() == real
+    assert "Host 0101-abc\n    HostName h.example.com\n" in real.read_text()
+    assert change.backup.read_text() == "Host other\n    User me\n"
+    remove_host(link, "0101-abc", backup_dir=tmp_path / "b")
+    assert link.is_symlink() and real.read_text().strip() == "Host other\n    User me"
+    # a dangling link gets its target created
+    (tmp_path / "new").symlink_to(dotfiles / "fresh")
+    update_host(tmp_path / "new", "c1", {"HostName": "h.example.com"}, backup_dir=tmp_path / "b")
+    assert (tmp_path / "new").is_symlink() and "Host c1" in (dotfiles / "fresh").read_text()
+
+
+def test_an_edit_waits_for_the_lock_of_another_editor(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text("Host other\n    User me\n")
+    done = threading.Event()
+
+    def edit() -> None:
+        update_host(path, "c1", {"HostName": "h.example.com"}, backup_dir=tmp_path / "b")
+        done.set()
+
+    with locked(path):
+        worker = threading.Thread(target=edit)
+        worker.start()
+        assert not done.wait(0.5)  # blocked while another run holds the lock
+        assert "c1" not in path.read_text()
+    assert done.wait(30)
+    worker.join()
+    assert "Host c1" in path.read_text()
