@@ -67,11 +67,33 @@ def shown_source(source: str) -> str:
     return safe_url(source) if is_url(source) else source
 
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    return (
+        scheme,
+        (parts.hostname or "").lower(),
+        parts.port or {"http": 80, "https": 443}.get(scheme),
+    )
+
+
+class _SafeRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects to http(s) only, never from https to http, and the Authorization header (the
+    URL's user:password) only within the origin it was given for."""
+
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str):
-        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+        old, new = _origin(req.full_url), _origin(newurl)
+        if new[0] not in ("http", "https"):
             raise urllib.error.HTTPError(newurl, code, "redirect to a non-HTTP URL", headers, fp)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        if old[0] == "https" and new[0] == "http":
+            raise NotebookImportError(
+                f"{safe_url(req.full_url)} redirects from https to http "
+                f"({safe_url(newurl)}); refused so that nothing is sent unencrypted."
+            )
+        redirected = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if redirected is not None and old != new:
+            redirected.remove_header("Authorization")
+        return redirected
 
 
 def fetch(url: str, timeout: float) -> str:
@@ -82,7 +104,7 @@ def fetch(url: str, timeout: float) -> str:
         raise NotebookImportError(
             f"Only http(s) URLs and local files can be imported, not {shown}.", "usage"
         )
-    opener = urllib.request.build_opener(_HttpOnlyRedirects)
+    opener = urllib.request.build_opener(_SafeRedirects)
     parts = urllib.parse.urlsplit(url)
     headers = {"User-Agent": f"databrickslabs-jupyterlab/{__version__}"}
     if parts.username is not None:  # user:password@host: HTTP basic auth, as browsers do

@@ -13,6 +13,7 @@ import http.server
 import io
 import json
 import socket
+import subprocess
 import sys
 import threading
 import urllib.parse
@@ -310,3 +311,95 @@ def test_silent_server_times_out(dj) -> None:
         code, _, err = dj("-n", f"http://127.0.0.1:{port}/x.html", "--api-timeout", "1")
     assert code == cli.EXIT_FAILURE
     assert "did not answer within 1 s" in error_line(err)
+
+
+# --------------------------------------------------------------------------------------------
+# Redirects: credentials stay with their origin, no https -> http
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers from ``routes`` (path -> (status, Location or page)); records each request's
+    path and Authorization header in ``seen``."""
+
+    routes: dict[str, tuple[int, str]] = {}
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        status, payload = self.routes.get(self.path, (404, ""))
+        self.send_response(status)
+        if 300 <= status < 400:
+            self.send_header("Location", payload)
+            payload = ""
+        body = payload.encode()
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def origins(tmp_path: Path) -> Iterator[Any]:
+    """``start(tls=False)`` -> (base URL, routes, seen): a recording server on its own port;
+    ``tls=True`` serves https with a certificate the client trusts (SSL_CERT_FILE)."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(tls: bool = False) -> tuple[str, dict[str, tuple[int, str]], list[Any]]:
+        handler = type("Handler", (_Recorder,), {"routes": {}, "seen": []})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if tls:
+            import ssl
+
+            cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+            if not cert.exists():
+                subprocess.run(
+                    ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                     "-keyout", str(key), "-out", str(cert)],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        scheme = "https" if tls else "http"
+        return f"{scheme}://127.0.0.1:{server.server_address[1]}", handler.routes, handler.seen
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_credentials_are_not_sent_to_another_origin(dj, origins) -> None:
+    page = export_html(REFERENCE_CASE)
+    a, a_routes, a_seen = origins()
+    b, b_routes, b_seen = origins()
+    a_routes["/start.html"] = (302, "/moved.html")  # same origin: still authorised
+    a_routes["/moved.html"] = (307, f"{b}/export.html")  # another port: another origin
+    b_routes["/export.html"] = (302, f"{a}/back.html")  # and back: the header stays dropped
+    a_routes["/back.html"] = (200, page)
+    host = a.removeprefix("http://")
+    code, out, err = dj("-n", f"http://user:secret@{host}/start.html")
+    assert code == 0, err
+    auth = "Basic " + base64.b64encode(b"user:secret").decode()
+    assert a_seen == [("/start.html", auth), ("/moved.html", auth), ("/back.html", None)]
+    assert b_seen == [("/export.html", None)]
+
+
+def test_a_redirect_from_https_to_http_is_refused(dj, origins, tmp_path, monkeypatch) -> None:
+    secure, routes, seen = origins(tls=True)
+    plain, plain_routes, plain_seen = origins()
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+    routes["/export.html"] = (301, f"{plain}/export.html")
+    plain_routes["/export.html"] = (200, export_html(REFERENCE_CASE))
+    host = secure.removeprefix("https://")
+    code, _, err = dj("-n", f"https://user:secret@{host}/export.html")
+    assert code == cli.EXIT_FAILURE, err
+    assert "from https to http" in error_line(err) and "secret" not in err
+    assert seen == [("/export.html", "Basic " + base64.b64encode(b"user:secret").decode())]
+    assert plain_seen == []
+    assert list(Path.cwd().iterdir()) == []
