@@ -26,7 +26,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from . import ssh
+from . import ssh, transport
 from .settings import DriverSettings
 from .ssh import SshError, run, stream
 from .workspace import ClusterInfo
@@ -389,9 +389,7 @@ class DriverAccess:
         return self._host_keys
 
     async def _target(self, profile: str, info: ClusterInfo) -> Any:
-        return await asyncio.to_thread(
-            ssh.resolve_target, info.cluster_id, info.public_dns, profile, self.settings
-        )
+        return await asyncio.to_thread(transport.ssh_target, info, profile, self.settings)
 
     async def probe(self, profile: str, info: ClusterInfo, *, libraries: bool) -> Probe:
         """A real SSH handshake and login (and, when asked, a look at the driver libraries)."""

@@ -35,7 +35,7 @@ from typing import Any
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 
-from . import config, linkpolicy, remotekernel, sparkattach, ssh, vocabulary
+from . import config, linkpolicy, remotekernel, sparkattach, ssh, transport, vocabulary
 from .kernelstate import board
 from .remotekernel import on_ssh_loop, ssh_loop
 from .settings import DriverSettings
@@ -440,14 +440,18 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
 
     # ---------------------------------------------------------------- SSH loop side
 
+    def _ssh_target(self) -> Any:
+        """The route to the driver from the cluster as last read (blocking: a thread)."""
+        assert self.settings is not None and self.profile and self.cluster_id
+        if self._cluster is None:
+            return ssh.resolve_target(self.cluster_id, None, self.profile, self.settings)
+        return transport.ssh_target(self._cluster, self.profile, self.settings)
+
     async def _connect(self) -> Any:
         if self._conn is not None and not self._link_lost:
             return self._conn
         assert self.settings is not None and self.profile and self.cluster_id
-        dns = getattr(self._cluster, "public_dns", None)
-        target = await asyncio.to_thread(
-            ssh.resolve_target, self.cluster_id, dns, self.profile, self.settings
-        )
+        target = await asyncio.to_thread(self._ssh_target)
         host_keys = ssh.HostKeyStore(self.settings.state_path)
         conn = await ssh.connect(
             target, self.settings, host_keys=host_keys, driver_start=self._driver_start

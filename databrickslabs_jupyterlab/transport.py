@@ -191,3 +191,20 @@ def _tunnel(info: Any, mode: str | None, alias: str | None, config_file: str) ->
             f"`dj PROFILE -s -i {cid} --tunnel` (it runs `databricks ssh setup`)."
         )
     return Route(TUNNEL, alias, f"{config_file} has the tunnel entry Host {alias}.")
+
+
+def ssh_target(info: Any, profile: str, settings: Any, wanted: str | None = None) -> Any:
+    """The :class:`~.ssh.SshTarget` of the route to ``info``'s driver; ``SshError`` with the
+    route's sentence when the cluster is reached without SSH or SSH is impossible. Blocking."""
+    from . import ssh
+
+    try:
+        route = choose(info, settings, wanted)
+    except TransportImpossible as exc:
+        raise ssh.SshError(str(exc)) from None
+    if not route.uses_ssh:
+        raise ssh.SshError(
+            f"{route.why} An SSH kernel cannot start there: write a kernelspec with "
+            f"--transport command-api."
+        )
+    return ssh.resolve_target(info.cluster_id, info.public_dns, profile, settings, route.alias)

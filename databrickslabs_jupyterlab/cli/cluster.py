@@ -61,15 +61,13 @@ async def run_lifecycle(ctx: Context, kind: str | None = None) -> Any:
 
 
 async def reconfigure(ctx: Context) -> None:
-    from .. import ssh
+    from .. import transport
 
     outcome = await run_lifecycle(ctx)
     info = outcome.info
     installed = list(outcome.installed)
     if ctx.args.json:
-        target = await asyncio.to_thread(
-            ssh.resolve_target, info.cluster_id, info.public_dns, ctx.profile, ctx.settings
-        )
+        target = await asyncio.to_thread(transport.ssh_target, info, ctx.profile, ctx.settings)
         print_json(
             {
                 "cluster_id": info.cluster_id,
