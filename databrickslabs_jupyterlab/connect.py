@@ -23,6 +23,10 @@ each recording why it did not apply:
 
 On a driver where nothing works, :class:`DbContextError` names each strategy and its reason.
 
+Beside Spark, ``dbcontext()`` links ``sc``'s HTML repr to the cluster's Spark UI in the
+workspace (:func:`spark_ui_url`; the workspace's host and id come with the hand-off, never a
+token).
+
 Everything is imported lazily: this module imports without pyspark and without Databricks.
 It is shipped to drivers that lack this package, so it only uses the standard library at
 import time.
@@ -30,12 +34,14 @@ import time.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
 import shutil
 import sys
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +53,7 @@ __all__ = [
     "FileInfo",
     "on_databricks",
     "attached_via",
+    "spark_ui_url",
 ]
 
 DRIVER_PYTHON_DEFAULT = "/databricks/python/bin/python"
@@ -56,6 +63,21 @@ DATABRICKS_ROOT = "/databricks"
 SPARK_CONNECT_SOCKET = "sparkconnect/grpc.sock"
 #: Names the hand-off file written by the bootstrap (the file, not the secret).
 GATEWAY_FILE_ENV = "DBJL_SPARK_GATEWAY_FILE"
+
+#: The cluster page's Spark UI tab in the workspace, after ``https://<host>/[?o=<workspace id>]``.
+#: (Databricks' Jobs API documents ``#setting/sparkui/<cluster>/<spark context id>`` for one
+#: Spark context; the cluster's tab needs no context id, which the server does not know.)
+SPARK_UI_FRAGMENT = "#setting/clusters/{cluster_id}/sparkUi"
+#: Spark settings of a Databricks runtime that name the workspace and the cluster (observed on
+#: DBR drivers, not documented): a fallback when the hand-off did not name the workspace.
+_DBR_WORKSPACE_URL = "spark.databricks.workspaceUrl"
+_DBR_ORG_ID = "spark.databricks.clusterUsageTags.clusterOwnerOrgId"
+_DBR_CLUSTER_ID = "spark.databricks.clusterUsageTags.clusterId"
+_CLUSTER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_NETLOC = re.compile(
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?"
+)
+_URL_PATH = re.compile(r"[A-Za-z0-9/._~-]*")
 
 #: What each strategy is called in messages.
 LABELS = {
@@ -92,6 +114,8 @@ class DbContext(dict):
     strategy: str = ""
     label: str = ""
     reasons: dict[str, str]
+    #: The cluster's Spark UI in the workspace (None when the workspace is not known).
+    spark_ui: str | None = None
 
 
 def on_databricks() -> bool:
@@ -310,6 +334,100 @@ def _databricks_dbutils(spark: Any) -> Any | None:
     return None
 
 
+# ------------------------------------------------------------------------ Spark UI
+
+
+def spark_ui_url(
+    host: str | None, cluster_id: str | None, workspace_id: str | int | None = None
+) -> str | None:
+    """The cluster's Spark UI in the workspace: ``https://<host>/?o=<workspace id>#setting/
+    clusters/<cluster id>/sparkUi`` (without ``?o=`` when the id is unknown), or None when the
+    host or the cluster id is missing or malformed. The server's status and the kernel's ``sc``
+    both link through this one rule."""
+    if not host or not cluster_id or not _CLUSTER_ID.fullmatch(cluster_id):
+        return None
+    host = host.strip()
+    if "://" not in host:
+        host = "https://" + host
+    parts = urllib.parse.urlsplit(host)
+    if (
+        parts.scheme not in ("http", "https")
+        or not _NETLOC.fullmatch(parts.netloc)
+        or not _URL_PATH.fullmatch(parts.path)
+    ):
+        return None
+    base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/"
+    org = str(workspace_id).strip() if workspace_id is not None else ""
+    query = f"?o={org}" if org.isdigit() else ""
+    return base + query + SPARK_UI_FRAGMENT.format(cluster_id=cluster_id)
+
+
+def _handoff_workspace() -> dict[str, Any]:
+    """The workspace the provisioner named in the hand-off file (host and id; also when the
+    gateway itself could not be had), or {}."""
+    path = os.environ.get(GATEWAY_FILE_ENV)
+    if not path:
+        return {}
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    workspace = info.get("workspace") if isinstance(info, dict) else None
+    return workspace if isinstance(workspace, dict) else {}
+
+
+def _conf(spark: Any, key: str) -> str:
+    try:
+        return str(spark.conf.get(key, None) or "")
+    except Exception:  # noqa: BLE001 - not a Databricks runtime, or a restricted conf
+        return ""
+
+
+def _workspace_link(spark: Any) -> str | None:
+    """The cluster's Spark UI for this kernel: the hand-off names the workspace; on a DBR
+    driver without one, the runtime's own Spark settings do."""
+    workspace = _handoff_workspace()
+    host, org = workspace.get("host"), workspace.get("workspace_id")
+    cluster_id = os.environ.get("DBJL_CLUSTER_ID") or ""
+    if on_databricks():
+        host = host or _conf(spark, _DBR_WORKSPACE_URL)
+        org = org or _conf(spark, _DBR_ORG_ID)
+        cluster_id = cluster_id or _conf(spark, _DBR_CLUSTER_ID)
+    return spark_ui_url(host, cluster_id, org)
+
+
+def _sc_html(sc: Any, url: str) -> str:
+    """``sc``'s HTML repr with the workspace's Spark UI (the driver's own ``uiWebUrl`` is a
+    driver-local address that the browser cannot reach)."""
+
+    def field(name: str) -> str:
+        try:
+            return html.escape(str(getattr(sc, name)))
+        except Exception:  # noqa: BLE001 - a stopped context
+            return "?"
+
+    return (
+        "<div><p><b>SparkContext</b></p>"
+        f'<p><a href="{html.escape(url)}" target="_blank" rel="noopener noreferrer">'
+        "Spark UI (in the Databricks workspace)</a></p>"
+        f"<dl><dt>Version</dt><dd><code>v{field('version')}</code></dd>"
+        f"<dt>Master</dt><dd><code>{field('master')}</code></dd>"
+        f"<dt>AppName</dt><dd><code>{field('appName')}</code></dd>"
+        f"<dt>Application</dt><dd><code>{field('applicationId')}</code></dd></dl></div>"
+    )
+
+
+def _link_spark_ui(sc: Any, url: str | None) -> None:
+    """Give this ``sc`` (and so ``spark``, whose repr embeds it) the workspace's Spark UI."""
+    if sc is None or url is None:
+        return
+    try:
+        sc._repr_html_ = lambda: _sc_html(sc, url)
+    except Exception:  # noqa: BLE001 - an object that takes no attributes keeps its repr
+        pass
+
+
 # ------------------------------------------------------------------------ dbutils stand-in
 
 
@@ -468,6 +586,8 @@ def dbcontext(app_name: str = "databrickslabs-jupyterlab", *, quiet: bool = Fals
             sql_context = spark
     names = DbContext(spark=spark, sc=sc, sqlContext=sql_context, dbutils=dbutils, **found.extra)
     names.strategy, names.label, names.reasons = found.strategy, LABELS[found.strategy], reasons
+    names.spark_ui = _workspace_link(spark)
+    _link_spark_ui(sc, names.spark_ui)
     try:
         spark.conf.set("spark.sql.repl.eagerEval.enabled", "true")
     except Exception:  # noqa: BLE001
