@@ -72,6 +72,11 @@ class ServiceSettings:
     profile_cache_seconds: float = 2.0
 
 
+def _meaning(view: dict[str, Any]) -> dict[str, Any]:
+    """A status view without the time of the last SSH check: what a new version is for."""
+    return dict(view, ssh={k: v for k, v in view.get("ssh", {}).items() if k != "checked_at"})
+
+
 def _error_sentence(err: BaseException, kind: str) -> str:
     if isinstance(err, WorkspaceError):
         return err.message
@@ -95,6 +100,7 @@ class ClusterConnection:
         self.cluster_id = cluster_id
         self.settings = registry.settings
         self.version = 0
+        self._waiters = 0
         self.updated_at = utcnow()
         self.state = "unknown"
         self.message = "Reading the state of the cluster."
@@ -147,15 +153,26 @@ class ClusterConnection:
         return self._paused
 
     async def wait_for_change(self, since: int, timeout: float) -> bool:
-        """Wait until ``version > since`` or ``timeout`` seconds pass; True if it changed."""
+        """Wait until ``version > since`` or ``timeout`` seconds pass; True if it changed.
+        Cancelling the wait (a long-poll client that went away) ends it at once."""
         deadline = time.monotonic() + max(0.0, timeout)
-        while self.version <= since:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self.touch()
-            await wait_event(self._changed, min(remaining, max(1.0, self.settings.idle_pause / 2)))
-        return True
+        self._waiters += 1
+        try:
+            while self.version <= since:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.touch()
+                pause = max(1.0, self.settings.idle_pause / 2)
+                await wait_event(self._changed, min(remaining, pause))
+            return True
+        finally:
+            self._waiters -= 1
+
+    @property
+    def waiters(self) -> int:
+        """Long polls waiting on this cluster now."""
+        return self._waiters
 
     async def wait_first_read(self, timeout: float) -> None:
         """Wait (bounded) until the first read brought something better than ``unknown``."""
@@ -237,6 +254,12 @@ class ClusterConnection:
             "kernels": self._kernels(),
         }
         if view == self._view and self._json:
+            return
+        if self._json and _meaning(view) == _meaning(self._view):
+            # Only the time of the last SSH check moved: the served status shows it, but the
+            # version stays and no long poll wakes (a steady client is not answered every check).
+            self._view = view
+            self._json = json.dumps(dict(json.loads(self._json), ssh=view["ssh"]))
             return
         if self._is_news(state, message):
             self.events.append({"at": utcnow(), "state": state, "message": message})

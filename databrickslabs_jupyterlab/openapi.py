@@ -157,7 +157,13 @@ def build_openapi() -> dict[str, Any]:
                     "(extension of v1).",
                 },
                 "operation": {"$ref": "#/components/schemas/Operation"},
-                "version": {"type": "integer", "minimum": 1},
+                "version": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Grows on every change of this status, except that a new "
+                    "ssh.checked_at alone (a routine SSH check with the same outcome) is served "
+                    "without a new version and wakes no long poll.",
+                },
                 "updated_at": _TIME,
                 "events": {
                     "type": "array",
