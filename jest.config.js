@@ -5,7 +5,7 @@
 module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/src'],
-  testMatch: ['**/__tests__/**/*.spec.ts'],
+  testMatch: ['**/__tests__/**/*.spec.ts?(x)'],
   transform: {
     '^.+\\.tsx?$': [
       'ts-jest',

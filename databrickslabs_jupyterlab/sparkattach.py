@@ -376,18 +376,28 @@ def start(
 _GATEWAYS: dict[tuple[str, str, int], dict[str, Any]] = {}
 
 
+def workspace_of(ws: Any) -> dict[str, Any]:
+    """The workspace's host and id, for the kernel's Spark UI link (never a credential); {}
+    when the client does not know its host."""
+    config = getattr(getattr(ws, "client", None), "config", None)
+    host = getattr(ws, "host", None) or getattr(config, "host", None)
+    if not host:
+        return {}
+    workspace_id = getattr(config, "workspace_id", None)
+    return {"host": str(host), "workspace_id": str(workspace_id) if workspace_id else None}
+
+
 async def handoff(
     profile: str, cluster_id: str, driver_start: int | None, settings: Any, timeout: float
 ) -> dict[str, Any]:
     """The cluster's py4j gateway for ``dbcontext()``'s hand-off strategy, asked through a
     REST 1.2 context with the user's credentials (which stay in this process), or
-    ``{"error": reason}``. Bounded by ``timeout``; never raises: a failure only becomes that
+    ``{"error": reason}``; with the workspace's host and id under ``workspace`` when known (for
+    the Spark UI link). Bounded by ``timeout``; never raises: a failure only becomes that
     strategy's reason in the kernel. A gateway already named for this driver start is reused."""
     from . import workspace
 
     key = (profile, cluster_id, driver_start) if driver_start is not None else None
-    if key is not None and key in _GATEWAYS:
-        return dict(_GATEWAYS[key])
     try:
         ws = await asyncio.wait_for(
             workspace.Workspace.for_profile(
@@ -398,6 +408,15 @@ async def handoff(
             ),
             timeout,
         )
+    except asyncio.TimeoutError:
+        return {"error": f"the cluster did not name its gateway within {timeout:g} s"}
+    except Exception as exc:  # noqa: BLE001 - the kernel starts anyway
+        return {"error": short(f"the workspace could not be asked: {exc}")}
+    where = workspace_of(ws)
+    extra = {"workspace": where} if where else {}
+    if key is not None and key in _GATEWAYS:
+        return dict(_GATEWAYS[key], **extra)
+    try:
         ask = asyncio.to_thread(ask_gateway, ws.client, cluster_id, timeout)
         gateway = await asyncio.wait_for(ask, timeout + 5)
     except asyncio.TimeoutError:
@@ -408,4 +427,4 @@ async def handoff(
         for old in [k for k in _GATEWAYS if k[:2] == key[:2]]:
             del _GATEWAYS[old]  # an earlier driver of this cluster is gone
         _GATEWAYS[key] = dict(gateway)
-    return gateway
+    return dict(gateway, **extra)

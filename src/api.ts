@@ -92,6 +92,8 @@ export interface IClusterStatus {
     checked_at: string | null;
     error: string | null;
   };
+  /** The cluster's Spark UI in the workspace (null until the workspace was read). */
+  spark_ui_url?: string | null;
   operation: IOperation | null;
   /** Kernels of this cluster known to the server, with their state. */
   kernels?: Array<{ kernel_id: string; kernel_state: KernelState }>;

@@ -1,7 +1,8 @@
 /**
- * The body of the details dialog: cluster, profile, states, the running
- * operation and the event history. It renders the model (and follows it
- * while open) and nothing else; the buttons are the dialog's (dialogs.ts).
+ * The body of the details dialog: cluster, profile, states, the link to the
+ * cluster's Spark UI, the running operation and the event history. It
+ * renders the model (and follows it while open) and nothing else; the buttons
+ * are the dialog's (dialogs.ts).
  */
 import { ReactWidget } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
@@ -9,6 +10,7 @@ import React from 'react';
 
 import { StatusModel } from './model';
 import type { KernelNamer } from './restarts';
+import { SparkUiRow } from './sparkui';
 import { clusterTitle, stateLabel, stepText } from './statusbar';
 
 export class DetailsView extends ReactWidget {
@@ -90,6 +92,7 @@ export class DetailsView extends ReactWidget {
                 </td>
               </tr>
             )}
+            <SparkUiRow url={cluster.spark_ui_url} trans={trans} />
             <tr>
               <th>{trans.__('Message')}</th>
               <td className="jp-DatabricksDetails-message">{cluster.message}</td>

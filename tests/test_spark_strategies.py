@@ -365,6 +365,11 @@ def test_handoff_without_spark_on_the_cluster_is_a_reason(sim_profile: SimProfil
     assert sim_profile.simulator.cluster(sim_profile.cluster_id).runtime.contexts == {}
 
 
+def sc_local_ui_absent(markup: str) -> bool:
+    """No link to the driver's own Spark UI port (the browser cannot reach the driver)."""
+    return ":4040" not in markup and "Spark UI (in the Databricks workspace)" in markup
+
+
 def _rest_text(w: WorkspaceClient, cid: str, ctx: str, code: str) -> str:
     command = w.command_execution.execute(
         cluster_id=cid, context_id=ctx, language=Language.PYTHON, command=code
@@ -444,6 +449,17 @@ def test_kernel_uses_the_clusters_spark_application(
             ctx = w.command_execution.create_and_wait(cluster_id=cid, language=Language.PYTHON).id
             assert _rest_text(w, cid, ctx, "sc.applicationId") == repr(kernel_app)
             assert kernel_app == spark["application_id"]
+
+            # sc's HTML repr links the cluster's Spark UI in the workspace (host and id from
+            # the hand-off), not the driver-local uiWebUrl
+            link = connect.spark_ui_url(sim_profile.host, cid, sim.sim.workspace_id)
+            assert link and "?o=" in link
+            _, out = await _run(
+                kc, "print(sc._repr_html_())\nprint(dbcontext(quiet=True).spark_ui)", 60
+            )
+            text = "".join(out)
+            assert f'href="{link}"' in text and sc_local_ui_absent(text), text
+            assert text.strip().endswith(link)
 
             # a temporary view made in the kernel is visible through REST 1.2 ...
             _, out = await _run(
