@@ -8,6 +8,10 @@ back. ``<env>`` is the local Python environment (venv or conda folder name) and 
 it equals the cluster name, so ``SSH 0806-143104-skirt84 demo:ds (Spark)`` means "cluster ds,
 env ds, with Spark" and ``SSH 0806-143104-skirt84 demo:ds`` the same without Spark.
 
+``transport`` (``metadata.databricks.transport``) is ``ssh`` (the default) or ``command-api``: a
+kernel without SSH whose cells run in a REST 1.2 execution context (``commandkernel``), with its
+own provisioner and the display name ``Command API <cluster_id> <profile>:<cluster_name> (...)``.
+
 The spec holds neither the workspace host nor a token: ``argv`` is only a template that the
 provisioner replaces by its own remote command. Its ``env`` (the CLI's ``-e NAME=VALUE``) reaches
 the remote kernel through the JSON the provisioner writes on the SSH channel's stdin, so a value
@@ -29,11 +33,20 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
+from .commandkernel import KERNEL_MODULE
+from .commandkernel import PROVISIONER_NAME as COMMAND_PROVISIONER_NAME
+from .commandkernel import TRANSPORT as COMMAND_API
 from .provisioner import PROVISIONER_NAME
 from .vocabulary import is_cluster_id, is_env_name, is_profile, secret_like
 
 log = logging.getLogger(__name__)
 NAME_PREFIX = "ssh__"
+COMMAND_NAME_PREFIX = "dbcmd__"
+SSH = "ssh"
+#: Kernel transports a spec can name (``--transport`` of the CLI).
+TRANSPORTS = (SSH, COMMAND_API)
+_PROVISIONERS = {SSH: PROVISIONER_NAME, COMMAND_API: COMMAND_PROVISIONER_NAME}
+_LABELS = {SSH: "SSH", COMMAND_API: "Command API"}
 _NAME_DROP = re.compile(r"[^A-Za-z0-9._-]")
 #: Set by the provisioner or by Jupyter for every remote kernel; a spec cannot choose them.
 RESERVED_ENV = frozenset({"PYSPARK_PYTHON", "JPY_SESSION_NAME", "PYTHONEXECUTABLE"})
@@ -48,6 +61,7 @@ class DatabricksKernelSpec:
     cluster_id: str
     resource_dir: str
     spark: bool = True
+    transport: str = SSH
 
 
 def environment_name(environ: dict[str, str] | None = None) -> str:
@@ -75,8 +89,10 @@ def display_name(
     cluster_name: str,
     env: str | None = None,
     spark: bool = False,
+    transport: str = SSH,
 ) -> str:
-    """``SSH <cluster_id> <profile>:<cluster_name> (<env>[/Spark])``.
+    """``SSH <cluster_id> <profile>:<cluster_name> (<env>[/Spark])``; ``Command API`` instead
+    of ``SSH`` for the ``command-api`` transport.
 
     The env part is left out when it equals the cluster name (spaces read as underscores); with
     Spark what remains in the parentheses is then ``(Spark)``.
@@ -86,7 +102,7 @@ def display_name(
     parts = [] if same or not env else [env]
     if spark:
         parts.append("Spark")
-    base = f"SSH {cluster_id} {profile}:{cluster_name}"
+    base = f"{_LABELS[transport]} {cluster_id} {profile}:{cluster_name}"
     return f"{base} ({'/'.join(parts)})" if parts else base
 
 
@@ -122,9 +138,19 @@ def parse_env(assignments: list[str]) -> dict[str, str]:
     return env
 
 
-def kernel_name(display: str) -> str:
-    """Spec folder name: ``ssh__`` + the display name without unsafe characters, lower-cased."""
-    return (NAME_PREFIX + _NAME_DROP.sub("", display)).lower()
+def kernel_name(display: str, transport: str = SSH) -> str:
+    """Spec folder name: ``ssh__`` (``dbcmd__`` for ``command-api``) + the display name without
+    unsafe characters, lower-cased."""
+    prefix = COMMAND_NAME_PREFIX if transport == COMMAND_API else NAME_PREFIX
+    return (prefix + _NAME_DROP.sub("", display)).lower()
+
+
+def _check_transport(transport: object) -> str:
+    if transport not in TRANSPORTS:
+        raise ValueError(
+            f"Unknown kernel transport {transport!r} (expected one of {', '.join(TRANSPORTS)})"
+        )
+    return str(transport)
 
 
 def _validate(profile: str, cluster_id: str) -> None:
@@ -143,13 +169,17 @@ def kernel_json(
     *,
     spark: bool = True,
     kernel_env: dict[str, str] | None = None,
+    transport: str = SSH,
 ) -> dict[str, Any]:
     """The kernel.json content for one cluster (no host, no token).
 
     ``kernel_env``: variables for the remote kernel, checked with :func:`env_name_problem`;
     each ``$`` of a value is doubled so that Jupyter's ``$NAME`` expansion gives it back as is.
+    ``transport``: ``ssh`` or ``command-api`` (then ``kernel_env`` is set in the execution
+    context's ``os.environ``).
     """
     _validate(profile, cluster_id)
+    transport = _check_transport(transport)
     for name in kernel_env or {}:
         problem = env_name_problem(name)
         if problem:
@@ -158,18 +188,31 @@ def kernel_json(
         raise ValueError(f"spark must be true or false, not {spark!r}")
     databricks: dict[str, Any] = {"profile": profile, "cluster_id": cluster_id, "spark": spark}
     databricks.update(
-        {k: v for k, v in (overrides or {}).items() if v is not None and k != "spark"}
+        {
+            k: v
+            for k, v in (overrides or {}).items()
+            if v is not None and k not in ("spark", "transport")
+        }
     )
-    return {
+    if transport == COMMAND_API:
+        databricks["transport"] = transport
+        # Template only: the provisioner runs its own Python with this module, locally.
+        argv = ["python", "-m", KERNEL_MODULE, "-f", "{connection_file}"]
+    else:
         # Template only: the provisioner runs <driver python> -m ipykernel_launcher remotely.
-        "argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": display_name(cluster_id, profile, cluster_name, env, spark=spark),
+        argv = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    return {
+        "argv": argv,
+        "display_name": display_name(
+            cluster_id, profile, cluster_name, env, spark=spark, transport=transport
+        ),
         "language": "python",
-        # Interrupts are signals sent on the driver by the provisioner (kill -INT <pid>).
+        # SSH: signals sent on the driver by the provisioner (kill -INT <pid>); command-api: a
+        # SIGINT of the local kernel, which cancels the running command.
         "interrupt_mode": "signal",
         "env": {k: str(v).replace("$", "$$") for k, v in (kernel_env or {}).items()},
         "metadata": {
-            "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME, "config": {}},
+            "kernel_provisioner": {"provisioner_name": _PROVISIONERS[transport], "config": {}},
             "databricks": databricks,
         },
     }
@@ -187,17 +230,29 @@ def create_kernelspec(
     overrides: dict[str, Any] | None = None,
     spark: bool = True,
     kernel_env: dict[str, str] | None = None,
+    transport: str = SSH,
 ) -> str:
     """Install (or replace) the spec for a cluster; returns the kernel name.
+
+    ``transport``: ``ssh`` (the default) or ``command-api`` (a kernel without SSH, see
+    ``commandkernel``). One spec per cluster and profile: a spec of the other transport is
+    replaced too.
 
     With ``spark`` (the default) the provisioner runs ``dbcontext()`` in the kernel once it is
     up, and the display name ends in ``/Spark``; ``spark=False`` is the CLI's ``-N/--no-spark``.
     ``kernel_env`` is the CLI's ``-e NAME=VALUE``: variables set in the remote kernel.
     """
     spec = kernel_json(
-        profile, cluster_id, cluster_name, env, overrides, spark=spark, kernel_env=kernel_env
+        profile,
+        cluster_id,
+        cluster_name,
+        env,
+        overrides,
+        spark=spark,
+        kernel_env=kernel_env,
+        transport=transport,
     )
-    name = kernel_name(spec["display_name"])
+    name = kernel_name(spec["display_name"], transport)
     ksm = manager or KernelSpecManager()
     # Earlier specs of the same cluster and profile (other cluster name or env) are replaced.
     for old in list_kernelspecs(ksm):
@@ -220,8 +275,9 @@ def list_kernelspecs(manager: KernelSpecManager | None = None) -> list[Databrick
         provisioner = ((spec.get("metadata") or {}).get("kernel_provisioner") or {}).get(
             "provisioner_name"
         )
-        if provisioner != PROVISIONER_NAME or not databricks.get("cluster_id"):
+        if provisioner not in _PROVISIONERS.values() or not databricks.get("cluster_id"):
             continue
+        transport = COMMAND_API if provisioner == COMMAND_PROVISIONER_NAME else SSH
         found.append(
             DatabricksKernelSpec(
                 name=name,
@@ -230,6 +286,7 @@ def list_kernelspecs(manager: KernelSpecManager | None = None) -> list[Databrick
                 cluster_id=str(databricks["cluster_id"]),
                 resource_dir=entry.get("resource_dir", ""),
                 spark=databricks.get("spark", True) is not False,
+                transport=transport,
             )
         )
     return found

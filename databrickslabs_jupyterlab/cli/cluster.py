@@ -23,7 +23,7 @@ from ..settings import DriverSettings
 from ..vocabulary import COMING_UP, RUNNING
 from ..workspace import ClusterInfo
 from .context import Context, StepPrinter, cluster
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_SSH, CliError, cli_error, ws_call
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_SSH, EXIT_USAGE, CliError, cli_error, ws_call
 from .kernels import specs
 from .output import confirm, out, print_json, progress, table, tilde
 from .profiles import cluster_url
@@ -125,6 +125,12 @@ async def logged_in(ctx: Context) -> tuple[ClusterInfo, DriverLink]:
     await confirm_key(ctx, info, public_key)
     lifecycle = ctx.lifecycle(ws, cid, StepPrinter(cid))
     info, link = await ws_call(lifecycle.login(info, start=info.state not in RUNNING))
+    if link is None:
+        why = lifecycle.last_route.why if lifecycle.last_route else ""
+        raise CliError(
+            f"{why} Comparing or mirroring the driver's libraries needs SSH to the driver.",
+            EXIT_USAGE,
+        )
     progress("   SSH login works.")
     return info, link
 

@@ -38,7 +38,7 @@ def sentence(text: str) -> str:
 
 def translate(err: BaseException) -> BaseException:
     """The :class:`CliError` for a failure of a service module; anything else unchanged."""
-    from ..operations import OperationFailed
+    from ..operations import OperationFailed, TransportRefused
     from ..ssh import SshError
     from ..sshconfig import SshConfigError
     from ..workspace import NoSuchCluster, NoSuchProfile, WorkspaceError, WorkspaceUnavailable
@@ -52,6 +52,8 @@ def translate(err: BaseException) -> BaseException:
     if isinstance(err, WorkspaceError):
         code = EXIT_WORKSPACE if (err.code or "").startswith("workspace_") else EXIT_FAILURE
         return CliError(sentence(err.message), code)
+    if isinstance(err, TransportRefused):  # an impossible combination, before any change
+        return CliError(sentence(str(err)), EXIT_USAGE)
     if isinstance(err, SshError):  # the driver's errors (DriverError) too
         return CliError(sentence(str(err)), EXIT_SSH)
     if isinstance(err, OperationFailed | SshConfigError):

@@ -55,6 +55,8 @@ async def prepare_driver(ctx: Context, ws: Any, info: ClusterInfo) -> list[str]:
     cid = info.cluster_id
     lifecycle = ctx.lifecycle(ws, cid, StepPrinter(cid))
     info, link = await ws_call(lifecycle.login(info, start=False))
+    if link is None:  # the Command Execution API needs nothing on the driver
+        return []
     try:
         return await ws_call(lifecycle.prepare_running(link, info, force=False))
     finally:
