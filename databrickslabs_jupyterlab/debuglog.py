@@ -44,8 +44,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1> {MASK}"),
     # signed URLs: ?sig=..., &X-Amz-Signature=...
     (re.compile(r"(?i)([?&](?:sig|signature|x-amz-signature)=)[^&\s\"']+"), rf"\g<1>{MASK}"),
-    # https://user:password@host
-    (re.compile(r"(://)[^/\s@:]+:[^/\s@]+@"), rf"\g<1>{MASK}@"),
+    # https://user:password@host, https://token@host (user info is a credential either way)
+    (re.compile(r"(://)[^/\s@]+@"), rf"\g<1>{MASK}@"),
     (re.compile(r"\bdapi[0-9a-f]{16,}(?:-\d+)?"), MASK),
     # token=x, "client_secret": "x", password: x
     (

@@ -27,6 +27,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from . import ssh, transport
+from .debuglog import redact
 from .settings import DriverSettings
 from .ssh import SshError, run, stream
 from .workspace import ClusterInfo
@@ -172,12 +173,25 @@ def _split_pip_args(args: list[str]) -> tuple[list[str], list[str]]:
         else:
             rest.append(arg)
         i += 1
+    for arg in rest:
+        if _redact(arg) != arg:
+            raise DriverError(
+                f"The extra pip argument {_redact(arg)} holds credentials, which would be "
+                "visible in the driver's process list; give them to pip another way (for a "
+                "proxy: one that needs none, or a pip.conf on the driver)."
+            )
     return lines, rest
 
 
 def _redact(line: str) -> str:
-    """Hide credentials of index URLs (``https://user:secret@host``) that pip might echo."""
-    return re.sub(r"(://[^/\s:@]+):[^@\s/]+@", r"\1:****@", line)
+    """``line`` with credentials masked: URL user info (``https://user:secret@host``,
+    ``https://token@host``) and whatever else the debug log masks."""
+    return redact(line)
+
+
+def shown_requirement(requirement: str) -> str:
+    """A requirement as it may be logged, kept in the history and shown in the REST API."""
+    return _redact(requirement)
 
 
 async def _python_json(
@@ -283,7 +297,8 @@ async def install_libraries(
         if line.lstrip().startswith(_PIP_PROGRESS):
             on_progress(f"pip: {line.strip()}")
 
-    log.info("Installing %s on the driver", " ".join(reqs))
+    shown = [shown_requirement(r) for r in reqs]
+    log.info("Installing %s on the driver", " ".join(shown))
     result = await stream(
         conn,
         argv,
@@ -301,7 +316,7 @@ async def install_libraries(
             reason = f"pip exit status {result.exit_status}"
         details = "\n".join(tail)
         raise DriverError(
-            f"Installing {', '.join(reqs)} on the driver failed ({reason}). "
+            f"Installing {', '.join(shown)} on the driver failed ({reason}). "
             f"Last pip output:\n{details}"
         )
 
@@ -320,10 +335,9 @@ async def prepare_driver(
     await install_libraries(conn, settings, user, check.missing, on_progress)
     after = await check_libraries(conn, settings, user, check.missing)
     if after.missing:
-        raise DriverError(
-            f"pip finished, but the driver Python still lacks {', '.join(after.missing)}."
-        )
-    return list(check.missing)
+        lacking = ", ".join(shown_requirement(r) for r in after.missing)
+        raise DriverError(f"pip finished, but the driver Python still lacks {lacking}.")
+    return [shown_requirement(r) for r in check.missing]
 
 
 async def remote_packages(
@@ -413,7 +427,7 @@ class DriverAccess:
             return Probe(False, str(err))
         try:
             check = await check_libraries(conn, self.settings, target.user)
-            return Probe(True, None, list(check.missing))
+            return Probe(True, None, [shown_requirement(r) for r in check.missing])
         except Exception as err:  # noqa: BLE001 - reachable, but the check itself failed
             log.warning("Could not check the driver libraries of %s: %s", info.cluster_id, err)
             return Probe(True, None, None)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
+import logging
 import platform
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -310,3 +314,68 @@ def test_prepared_drivers_are_remembered_per_driver_start(tmp_path: Path) -> Non
     assert not memo.seen(info(None))
     memo.forget(info(2))
     assert not memo.seen(info(2))
+
+
+# --------------------------------------------------------------------------------------------
+# Credentials in pip arguments and requirement URLs (issue 13, finding 6)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--proxy", "http://user:s3cr3t@proxy.example:3128"),
+        ("--proxy=http://user:s3cr3t@proxy.example:3128",),
+        ("--proxy", "http://s3cr3t@proxy.example:3128"),
+        ("--cert", "/x", "--client-cert=https://s3cr3t@h/c"),
+    ],
+)
+def test_pip_arguments_with_credentials_never_reach_the_command_line(
+    args: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = DriverSettings(pip_args=args)
+    # conn=None: the refusal comes before any remote call
+    with pytest.raises(DriverError, match="credentials") as caught:
+        asyncio.run(install_libraries(None, settings, "ubuntu", ["x==1"], lambda line: None))  # type: ignore[arg-type]
+    assert "s3cr3t" not in caught.value.message and "s3cr3t" not in caplog.text
+
+
+def test_requirement_url_credentials_are_masked(
+    isolated_home: Path, sshd: Sshd, driver_python: str, tmp_path: Path, caplog
+) -> None:
+    """A requirement downloaded from a URL with a token: installed for real (a local HTTP
+    server), and the token is in no log line, progress line, error or returned list."""
+    caplog.set_level(logging.DEBUG)
+    site = tmp_path / "site"
+    wheel = wheels_fixture.build_wheel(site, "dbjl-urlprobe", "1.0")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=site)
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        good = f"dbjl-urlprobe @ http://tok3n:s3cr3t@127.0.0.1:{port}/{wheel.name}"
+        bad = f"dbjl-urlgone @ http://s3cr3t@127.0.0.1:{port}/missing-1.0-py3-none-any.whl"
+        settings = driver_settings(
+            isolated_home,
+            sshd,
+            driver_python,
+            pip_args=("--no-index",),
+            driver_requirements=(good,),
+        )
+        progress: list[str] = []
+        installed = on_driver(
+            settings, lambda conn: prepare_driver(conn, settings, sshd.user, progress.append)
+        )
+        assert installed == [good.replace("tok3n:s3cr3t", "***")]
+        with pytest.raises(DriverError) as caught:
+            on_driver(
+                settings,
+                lambda conn: install_libraries(conn, settings, sshd.user, [bad], progress.append),
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "http://***@127.0.0.1" in caught.value.message
+    for text in (caught.value.message, caplog.text, *progress):
+        assert "s3cr3t" not in text and "tok3n" not in text, text
