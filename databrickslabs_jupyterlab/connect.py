@@ -25,7 +25,7 @@ On a driver where nothing works, :class:`DbContextError` names each strategy and
 
 Beside Spark, ``dbcontext()`` links ``sc``'s HTML repr to the cluster's Spark UI in the
 workspace (:func:`spark_ui_url`; the workspace's host and id come with the hand-off, never a
-token).
+token) and points MLflow at the right tracking store (:func:`mlflow_tracking`).
 
 Everything is imported lazily: this module imports without pyspark and without Databricks.
 It is shipped to drivers that lack this package, so it only uses the standard library at
@@ -116,6 +116,8 @@ class DbContext(dict):
     reasons: dict[str, str]
     #: The cluster's Spark UI in the workspace (None when the workspace is not known).
     spark_ui: str | None = None
+    #: MLflow's tracking URI for this kernel ("" for MLflow's own default).
+    mlflow_tracking_uri: str = ""
 
 
 def on_databricks() -> bool:
@@ -334,7 +336,7 @@ def _databricks_dbutils(spark: Any) -> Any | None:
     return None
 
 
-# ------------------------------------------------------------------------ Spark UI
+# ------------------------------------------------------------------------ Spark UI, MLflow
 
 
 def spark_ui_url(
@@ -426,6 +428,23 @@ def _link_spark_ui(sc: Any, url: str | None) -> None:
         sc._repr_html_ = lambda: _sc_html(sc, url)
     except Exception:  # noqa: BLE001 - an object that takes no attributes keeps its repr
         pass
+
+
+#: MLflow's variable for its tracking store.
+MLFLOW_TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
+
+def mlflow_tracking() -> str:
+    """Where MLflow logs from this kernel, set up before the notebook imports it.
+
+    A tracking URI already in the environment stays (the simulated driver names a local file
+    store there; a user may name another). On a Databricks driver it is ``databricks``: MLflow
+    logs to the workspace with the runtime's own credentials. No token of ours is ever set. Off
+    Databricks without a URI: "" (MLflow's own default, a local store)."""
+    current = os.environ.get(MLFLOW_TRACKING_ENV, "")
+    if not current and on_databricks():
+        current = os.environ[MLFLOW_TRACKING_ENV] = "databricks"
+    return current
 
 
 # ------------------------------------------------------------------------ dbutils stand-in
@@ -588,6 +607,7 @@ def dbcontext(app_name: str = "databrickslabs-jupyterlab", *, quiet: bool = Fals
     names.strategy, names.label, names.reasons = found.strategy, LABELS[found.strategy], reasons
     names.spark_ui = _workspace_link(spark)
     _link_spark_ui(sc, names.spark_ui)
+    names.mlflow_tracking_uri = mlflow_tracking()
     try:
         spark.conf.set("spark.sql.repl.eagerEval.enabled", "true")
     except Exception:  # noqa: BLE001

@@ -6,6 +6,7 @@
 #   scripts/test.sh            everything
 #   SKIP_UI_TESTS=1 scripts/test.sh    without the browser tests
 #   SKIP_SPARK=1 scripts/test.sh       without a real Spark (its test is then skipped)
+#   SKIP_MLFLOW=1 scripts/test.sh      without MLflow (the MLflow test then checks the store only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +44,21 @@ if [ -z "${SKIP_SPARK:-}" ]; then
     mv "$pyspark_dir.partial" "$pyspark_dir"
   fi
   export DBJL_TEST_PYSPARK_PATH="$pyspark_dir"
+fi
+
+# --- MLflow (skinny) for the MLflow test, likewise in a folder of its own (kept for later runs) -
+if [ -z "${SKIP_MLFLOW:-}" ]; then
+  MLFLOW_VERSION=3.17.2
+  mlflow_dir="${XDG_CACHE_HOME:-$HOME/.cache}/databrickslabs-jupyterlab-tests/mlflow-skinny-$MLFLOW_VERSION"
+  if [ ! -f "$mlflow_dir/mlflow/__init__.py" ]; then
+    step "Installing mlflow-skinny $MLFLOW_VERSION into $mlflow_dir"
+    rm -rf "$mlflow_dir.partial"
+    python -m pip install --disable-pip-version-check -q --target "$mlflow_dir.partial" \
+      "mlflow-skinny==$MLFLOW_VERSION"
+    rm -rf "$mlflow_dir"
+    mv "$mlflow_dir.partial" "$mlflow_dir"
+  fi
+  export DBJL_TEST_MLFLOW_PATH="$mlflow_dir"
 fi
 
 step "ruff"

@@ -60,6 +60,8 @@ exec env -- "$@"
 #: prints ``[Stage 0:> (0 + 2) / 2]`` on the kernel's stderr, which ipykernel echoes into cells.
 _SPARK_DEFAULTS = "spark.ui.showConsoleProgress false\n"
 SPARK_CONF = "spark-conf"
+#: MLflow's tracking store of the simulated driver (a folder beside bin/).
+MLFLOW_STORE = "mlflow"
 #: The search path of a driver process (the driver's bin/ with the sudo shim goes first).
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -70,8 +72,21 @@ def driver_path(bin_dir: Path | None) -> str:
 
 
 def spark_conf_env(bin_dir: Path | None) -> dict[str, str]:
-    """SPARK_CONF_DIR of a driver process (the folder beside bin/, see ensure_driver_env)."""
-    return {} if bin_dir is None else {"SPARK_CONF_DIR": str(bin_dir.parent / SPARK_CONF)}
+    """What every process of the simulated driver has in its environment besides PATH:
+    ``SPARK_CONF_DIR`` (the folder beside bin/, see ensure_driver_env) and MLflow's local
+    tracking store.
+
+    A Databricks runtime sets ``MLFLOW_TRACKING_URI=databricks`` (runs go to the workspace with
+    the runtime's credentials). The simulator has no tracking server, so its driver names a file
+    store beside bin/ (``<state>/driver/mlflow``); ``MLFLOW_ALLOW_FILE_STORE`` lets MLflow 3,
+    which keeps file stores in maintenance mode, use it (older MLflow ignores the variable)."""
+    if bin_dir is None:
+        return {}
+    return {
+        "SPARK_CONF_DIR": str(bin_dir.parent / SPARK_CONF),
+        "MLFLOW_TRACKING_URI": (bin_dir.parent / MLFLOW_STORE).as_uri(),
+        "MLFLOW_ALLOW_FILE_STORE": "true",
+    }
 
 
 def ensure_driver_env(state_dir: Path) -> tuple[Path, Path]:
