@@ -464,6 +464,29 @@ def _literal(func: Callable[..., Any], doc: str) -> Callable[..., Any]:
     return magic
 
 
+#: Cell magics of Databricks notebooks in other languages (the HTML import writes ``%%scala`` and
+#: ``%%R``), with the sentence each gives: this kernel runs Python only.
+OTHER_LANGUAGES = {"scala": "Scala", "R": "R", "r": "R"}
+_ELSEWHERE = {
+    "Scala": "run it in a Databricks notebook attached to this cluster, or port it to PySpark "
+    "(`%%sql` runs its SQL parts here)",
+    "R": "run it in a Databricks notebook attached to this cluster, or here through rpy2 "
+    "(`%pip install rpy2`, then `%load_ext rpy2.ipython`) when R is installed on the driver",
+}
+
+
+def _not_here(language: str) -> Callable[..., Any]:
+    def magic(line: str, cell: str | None = None) -> None:
+        raise _usage_error(
+            f"This kernel runs Python on the driver, so a {language} cell cannot run here: "
+            f"{_ELSEWHERE[language]}."
+        )
+
+    magic.__doc__ = f"{language} is not available in this Python kernel (says how to run it)."
+    setattr(magic, _MARKER, True)
+    return magic
+
+
 def register(shell: Any = None) -> bool:
     """Install the idioms in ``shell`` (the running IPython shell by default).
 
@@ -492,6 +515,11 @@ def register(shell: Any = None) -> bool:
     }
     for name, (func, doc) in magics.items():
         shell.register_magic_function(_literal(func, doc), "line_cell", name)
+    cell_magics = shell.magics_manager.magics["cell"]
+    for name, language in OTHER_LANGUAGES.items():
+        current = cell_magics.get(name)
+        if current is None or hasattr(current, _MARKER):  # never hide rpy2's own %%R
+            shell.register_magic_function(_not_here(language), "line_cell", name)
     current = shell.magics_manager.magics["line"].get("pip")
     if isinstance(current, types.FunctionType) and hasattr(current, _MARKER):
         original = getattr(current, _MARKER)  # our wrapper: never wrap it again

@@ -90,6 +90,47 @@ def test_register_installs_the_magics_and_names_once(shell: Any) -> None:
     assert shell.find_line_magic("pip")._dbjl_idiom is original  # not re-wrapped
 
 
+@pytest.mark.parametrize(
+    ("language", "cell", "advice"),
+    [
+        ("Scala", "%%scala\nval n = spark.range(3).count()\n", "port it to PySpark"),
+        ("R", "%%R\nlibrary(SparkR)\n", "rpy2"),
+        ("R", "%%r\nx <- 1\n", "rpy2"),
+    ],
+)
+def test_other_languages_say_in_one_sentence_how_to_run_them(
+    shell: Any, language: str, cell: str, advice: str
+) -> None:
+    """What the HTML import writes for Databricks' %scala and %r commands."""
+    from databrickslabs_jupyterlab.notebooks import command_cells
+
+    imported = command_cells(cell.split("\n", 1)[1], language.lower())[0].source
+    assert imported.splitlines()[0] in ("%%scala", "%%R")
+    for source in (cell, imported):
+        result, cap = run(shell, source)
+        assert isinstance(result.error_in_exec, UsageError)
+        message = str(result.error_in_exec)
+        assert message.startswith(f"This kernel runs Python on the driver, so a {language} cell")
+        assert advice in message and message.count(". ") == 0  # one sentence
+        assert "Traceback" not in cap.stdout + cap.stderr
+
+
+def test_an_r_magic_of_rpy2_is_not_hidden(shell: Any) -> None:
+    cells = shell.magics_manager.magics["cell"]
+    ours = cells.pop("R")
+
+    def rpy2_like(line: str, cell: str) -> str:
+        return "ran R"
+
+    shell.register_magic_function(rpy2_like, "cell", "R")
+    try:
+        assert idioms.register(shell)
+        assert shell.run_cell_magic("R", "", "x <- 1") == "ran R"
+    finally:
+        cells["R"] = ours
+        shell.magics_manager.magics["line"]["R"] = ours
+
+
 def test_magic_text_is_not_expanded(shell: Any) -> None:
     shell.user_ns["secret"] = "EXPANDED"
     _, cap = run(shell, "%md {secret} and $secret\n")
