@@ -32,25 +32,60 @@ MASK = "***"
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-5s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
 
-_SECRET_WORD = r"(?:token|secret|password|passwd|credential)"
+_SECRET_WORD = (
+    r"(?:token|secret|password|passwd|pwd|credential|api[-_]?key|code_verifier"
+    r"|metadata_service_url)"
+)
 _SECRET_NAME = rf"[A-Za-z0-9_.-]*{_SECRET_WORD}[A-Za-z0-9_.-]*|[A-Za-z0-9_.-]*_key"
 _SECRET_KEY = re.compile(rf"(?i){_SECRET_WORD}|_key$")
-_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+_NOT_NAME = r"(?<![A-Za-z0-9_.-])"
+
+
+def _keep_quotes(m: re.Match[str]) -> str:
+    """``name`` + separator + the value masked (in its quotes when it had them)."""
+    quote = m.group("q") or ""
+    return f"{m.group('name')}{m.group('sep')}{quote}{MASK}{quote}"
+
+
+_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
     # "Authorization: Bearer x", "'Authorization': 'Basic x'", "authorization=x"
     (
         re.compile(r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n,}]+"),
         rf"\g<1>{MASK}",
     ),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1> {MASK}"),
-    # signed URLs: ?sig=..., &X-Amz-Signature=...
-    (re.compile(r"(?i)([?&](?:sig|signature|x-amz-signature)=)[^&\s\"']+"), rf"\g<1>{MASK}"),
+    # signed URLs: ?sig=..., &X-Amz-Signature=...; an OAuth authorization code (code=...)
+    (
+        re.compile(
+            r"(?i)([?&](?:sig|signature|x-amz-signature)=|" + _NOT_NAME + r"code=)[^&\s\"']+"
+        ),
+        rf"\g<1>{MASK}",
+    ),
     # https://user:password@host, https://token@host (user info is a credential either way)
     (re.compile(r"(://)[^/\s@]+@"), rf"\g<1>{MASK}@"),
     (re.compile(r"\bdapi[0-9a-f]{16,}(?:-\d+)?"), MASK),
-    # token=x, "client_secret": "x", password: x
+    # token=x, "client_secret": "x y", password: x, x-api-key: x. A value in quotes is masked to
+    # its closing quote, any other to a delimiter: a password may hold blanks, and masking too
+    # much is harmless where too little is not.
     (
-        re.compile(rf"(?i)\b({_SECRET_NAME})([\"']?\s*[:=]\s*[\"']?)[^\"'\s,&}}\]]+"),
-        rf"\g<1>\g<2>{MASK}",
+        re.compile(
+            rf"(?i){_NOT_NAME}(?P<name>{_SECRET_NAME})(?P<sep>[\"']?\s*[:=]\s*)"
+            rf"(?:(?P<q>[\"'])(?:\\.|(?!(?P=q)).)*(?P=q)|[^\"'\r\n,&;}}\])]+)"
+        ),
+        _keep_quotes,
+    ),
+    # ('token', 'x') in a repr of pairs
+    (
+        re.compile(
+            rf"(?i)(?P<name>([\"'])(?:{_SECRET_NAME})\2)(?P<sep>\s*,\s*)"
+            rf"(?P<q>[\"'])(?:\\.|(?!(?P=q)).)*(?P=q)"
+        ),
+        _keep_quotes,
+    ),
+    # URL-encoded inside another URL: token%3Dx%26next...
+    (
+        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>%3D)(?P<q>)(?:(?!%26)[^&\s\"'])+"),
+        _keep_quotes,
     ),
 ]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from databrickslabs_jupyterlab import vocabulary
+from databrickslabs_jupyterlab import debuglog, vocabulary
 from databrickslabs_jupyterlab.ssh.connection import SshError, SshTarget, _proxy_argv
 from databrickslabs_jupyterlab.sshconfigfile import SshConfigError, locked, remove_host, update_host
 from databrickslabs_jupyterlab.workspace import ClusterInfo
@@ -118,3 +118,51 @@ def test_an_edit_waits_for_the_lock_of_another_editor(tmp_path: Path) -> None:
     assert done.wait(30)
     worker.join()
     assert "Host c1" in path.read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# 7. Debug-log masking: the secret part is absent, the rest of the line stays readable
+
+MASKED = [
+    ("GET https://s3cr3t@host.example/x -> 200", "host.example/x"),
+    ("GET https://user:s3cr3t@host.example/x -> 200", "host.example/x"),
+    ('{"password": "correct s3cr3t horse"}', "password"),
+    ("password=correct s3cr3t horse", "password"),
+    ("password: 's3cr3t with spaces'", "password"),
+    ("x-api-key: s3cr3t", "x-api-key"),
+    ("X-API-Key=s3cr3t", "X-API-Key"),
+    ("GET /v1?apikey=s3cr3t&page=2", "page=2"),
+    ("GET /v1?api-key=s3cr3t&page=2", "page=2"),
+    ("api_key = s3cr3t", "api_key"),
+    ("connect pwd=s3cr3t host=h", "connect"),
+    (
+        "POST /oidc/v1/token grant_type=authorization_code&code=s3cr3t&code_verifier=s3cr3t2",
+        "grant_type",
+    ),
+    ("GET /callback?code=s3cr3t&state=abc", "state=abc"),
+    ('{"code_verifier": "s3cr3t"}', "code_verifier"),
+    ("next=%2Fhome%3Ftoken%3Ds3cr3t%26page%3D2", "next="),
+    ("next=%2Fhome%3fpassword%3ds3cr3t", "next="),
+    ("items [('token', 's3cr3t'), ('host', 'h')]", "('host', 'h')"),
+    ('items [("client_secret", "s3cr3t value")]', "client_secret"),
+    ("metadata_service_url=http://localhost:8080/s3cr3t", "metadata_service_url"),
+    ('{"metadata_service_url": "http://127.0.0.1/s3cr3t"}', "metadata_service_url"),
+    ("Authorization: Bearer s3cr3t-token-value", "Authorization"),
+]
+
+
+@pytest.mark.parametrize("line, kept", MASKED)
+def test_debug_log_masks_the_secret_part(line: str, kept: str) -> None:
+    masked = debuglog.redact(line)
+    assert "s3cr3t" not in masked, masked
+    assert kept in masked, masked
+
+
+@pytest.mark.parametrize("name", ["x-api-key", "apikey", "api-key", "pwd", "metadata_service_url"])
+def test_secret_names_cover_api_keys_and_the_metadata_service(name: str) -> None:
+    assert debuglog.secret_name(name)
+
+
+def test_harmless_lines_stay_as_they_are() -> None:
+    for line in ("error_code: RESOURCE_DOES_NOT_EXIST", "GET https://host/api/2.1/clusters/get"):
+        assert debuglog.redact(line) == line
