@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any
 
@@ -12,6 +13,9 @@ from .clusters import ServiceSettings
 from .config import driver_config
 from .registry import ClusterRegistry
 from .settings import DriverSettings
+
+#: Seconds the extension's stop may take (the cluster watchers; kernels are stopped apart).
+STOP_WITHIN = 3.0
 
 
 class DatabricksLabsJupyterLab(ExtensionApp):
@@ -128,8 +132,15 @@ class DatabricksLabsJupyterLab(ExtensionApp):
             self.registry.start()
 
     async def stop_extension(self) -> None:
-        if self.registry is not None:
-            await self.registry.stop()
+        # The server's stop waits for this: it must end in time whatever the workspace and the
+        # drivers do (a watcher that does not stop in time is left to the process's exit).
+        if self.registry is None:
+            return
+        task = asyncio.ensure_future(self.registry.stop())
+        done, _ = await asyncio.wait({task}, timeout=STOP_WITHIN)
+        if not done:
+            task.cancel()
+            self.log.warning("The cluster watchers did not stop within %g s", STOP_WITHIN)
 
     async def restart_kernels(self, profile: str, cluster_id: str, kernel_ids: list[str]) -> None:
         """Restart those of the given kernels this server manages (the last step of a start)."""

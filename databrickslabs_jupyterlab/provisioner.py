@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,13 @@ PASSED_ENV = ("JPY_SESSION_NAME",)
 DEAD_LINK_WITHIN = 15.0
 #: Upper bound for stopping or cleaning up a kernel whose driver may be gone.
 CLEANUP_TIMEOUT = 8.0
+#: Upper bound for everything one shutdown (or restart) sends to the driver: the interrupt
+#: jupyter_client sends first, the stop, the clean-up. A server's stop must end within 15 s
+#: whatever the driver or the network do; what could not be done is left to the driver's
+#: watchdog (the kernel exits once no controlling connection is left).
+SHUTDOWN_BUDGET = 8.0
+#: The interrupt before a shutdown request is a courtesy: it gets at most this long.
+SHUTDOWN_INTERRUPT_TIMEOUT = 2.0
 
 
 class ProvisionerError(RuntimeError):
@@ -106,6 +114,8 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         # A kernel that could not be removed: (pid, run folder, sudo, driver start).
         self._stale: tuple[int, str | None, bool, int | None] | None = None
         self._unreachable = False
+        # When the remote work of the current shutdown must be over (time.monotonic()).
+        self._shutdown_deadline: float | None = None
         self._spark_future: Any = None  # concurrent.futures.Future of the attach task
         self._spark_generation = 0
 
@@ -272,6 +282,7 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         self._exit_status = None
         self._link_lost = self._link_down = self._driver_gone = False
         self._stopping = self._unreachable = False
+        self._shutdown_deadline = None
         try:
             ports = await on_ssh_loop(self._launch_remote(conn, env, preferred))
         except BaseException as exc:
@@ -305,7 +316,8 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         if self._conn is None and self.pid is not None:
             # State loaded from another process: ask the driver directly.
             try:
-                alive = await on_ssh_loop(self._remote(ssh.process_alive, self.pid))
+                work = self._remote(ssh.process_alive, self.pid)
+                alive = await on_ssh_loop(work, self._remaining(CLEANUP_TIMEOUT))
             except Exception:
                 return LINK_LOST_STATUS
             return None if alive else 0
@@ -328,7 +340,25 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         name = signal.Signals(signum).name.removeprefix("SIG")
         if name not in ssh.SIGNAL_NAMES:
             raise ProvisionerError(f"Signal {signum} cannot be sent to a remote kernel.")
-        await on_ssh_loop(self._remote(ssh.signal_process, self.pid, name))
+        if self._shutting_down():
+            # jupyter_client interrupts a kernel before it asks it to shut down: a failure here
+            # would end the shutdown with an exception (and a server's stop with it, for good).
+            if self._unreachable:
+                return
+            try:
+                work = self._remote(ssh.signal_process, self.pid, name)
+                await on_ssh_loop(work, self._remaining(SHUTDOWN_INTERRUPT_TIMEOUT))
+            except Exception as exc:
+                self.log.warning(
+                    "Could not signal the kernel on cluster %s before its shutdown: %s",
+                    self.cluster_id,
+                    exc,
+                )
+            return
+        try:
+            await on_ssh_loop(self._remote(ssh.signal_process, self.pid, name), CLEANUP_TIMEOUT)
+        except TimeoutError as exc:
+            raise ProvisionerError(f"The kernel could not be signalled: {exc}.") from None
 
     async def kill(self, restart: bool = False) -> None:
         await self._stop("KILL")
@@ -338,8 +368,23 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
 
     async def shutdown_requested(self, restart: bool = False) -> None:
         self._stopping = True
+        self._remaining(0)  # the shutdown's clock runs from here at the latest
         self._cancel_spark_attach()
         self._cancel_link_check()
+
+    def _shutting_down(self) -> bool:
+        """A shutdown or restart of this kernel is under way (ours or its manager's)."""
+        return self._stopping or bool(getattr(self.parent, "shutting_down", False))
+
+    def _remaining(self, step: float) -> float:
+        """Seconds a remote step may take: ``step``, and during a shutdown no more than what is
+        left of its budget (the clock starts with the shutdown's first step)."""
+        if not self._shutting_down():
+            return step
+        now = time.monotonic()
+        if self._shutdown_deadline is None:
+            self._shutdown_deadline = now + SHUTDOWN_BUDGET
+        return max(0.0, min(step, self._shutdown_deadline - now))
 
     async def cleanup(self, restart: bool = False) -> None:
         self._cancel_spark_attach()
@@ -352,15 +397,22 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
             if self._unreachable:
                 # Stopping already failed to reach the driver: do not wait for it again.
                 raise ProvisionerError("the driver did not answer the stop request")
+            timeout = self._remaining(CLEANUP_TIMEOUT)
+            if timeout <= 0:
+                raise ProvisionerError("the shutdown's time for the driver ran out")
             work = self._cleanup_remote(None if gone else pid, run_dir, sudo, close=not restart)
-            await on_ssh_loop(asyncio.wait_for(work, CLEANUP_TIMEOUT))
+            await on_ssh_loop(work, timeout)
         except Exception as exc:  # the link may be gone: remember what to remove next time
-            await on_ssh_loop(self._close_link())
+            try:
+                await on_ssh_loop(self._close_link(), 1.0)
+            except TimeoutError:
+                pass
             self.log.warning("Could not clean up the kernel on the driver: %s", exc)
             if pid is not None and not gone:
                 self._stale = (pid, run_dir, sudo, self._driver_start)
         self.pid = self.run_dir = self.remote_ports = None
         self._launched = False
+        self._shutdown_deadline = None
         if not restart:
             self._record("dead", "Kernel shut down")
 
@@ -553,11 +605,12 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         self._cancel_link_check()
         if not self._launched or self.pid is None or self._exit_status is not None:
             return
-        if self._driver_gone:
-            return
+        if self._driver_gone or self._unreachable:
+            return  # nothing to stop there, or it did not answer already during this stop
         self._stopping = True
         try:
-            await on_ssh_loop(asyncio.wait_for(self._stop_remote(signal_name), CLEANUP_TIMEOUT))
+            timeout = self._remaining(CLEANUP_TIMEOUT)
+            await on_ssh_loop(self._stop_remote(signal_name), timeout)
         except Exception as exc:
             self.log.warning("Could not stop the kernel on cluster %s: %s", self.cluster_id, exc)
             self._link_lost = self._unreachable = True

@@ -51,12 +51,23 @@ def ssh_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-async def on_ssh_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the SSH loop and await its result from the caller's loop."""
+async def on_ssh_loop(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run ``coro`` on the SSH loop and await its result from the caller's loop.
+
+    With ``timeout``, the caller waits at most that long (``TimeoutError``): the work is then
+    cancelled on the SSH loop without waiting for the cancellation to finish there, so no SSH
+    call that swallows or delays a cancellation can hold the caller (a shutdown) any longer."""
     loop = ssh_loop()
     if asyncio.get_running_loop() is loop:
-        return await coro
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        return await (coro if timeout is None else asyncio.wait_for(coro, timeout))
+    future = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+    if timeout is None:
+        return await future
+    done, _ = await asyncio.wait({future}, timeout=max(timeout, 0))
+    if not done:
+        future.cancel()  # reaches the task on the SSH loop; nothing waits for it
+        raise TimeoutError(f"the driver did not answer within {timeout:g} s")
+    return future.result()
 
 
 class LaunchError(RuntimeError):
