@@ -307,3 +307,24 @@ def test_kernelspec_names_the_transport(jupyter_dirs: Path) -> None:
     assert [s.name for s in kernelspecs.list_kernelspecs()] == [ssh]
     with pytest.raises(ValueError, match="Unknown kernel transport"):
         kernelspecs.kernel_json("demo", "0806-143104-skirt84", "ds", transport="telnet")
+
+
+def test_cli_writes_a_command_api_kernelspec(
+    sim_profile: Any, jupyter_dirs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from databrickslabs_jupyterlab import cli
+
+    cid = sim_profile.cluster_id
+    code = cli.main(["demo", "-k", "-i", cid, "--transport", "command-api", "--yes", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert data["transport"] == "command-api" and data["installed"] == []
+    assert data["display_name"].startswith(f"Command API {cid} demo:sim-cluster (")
+    spec = KernelSpecManager().get_kernel_spec(data["kernel_name"])
+    assert spec.metadata["databricks"]["transport"] == "command-api"
+    assert sim_profile.simulator.token not in json.dumps(spec.to_dict())
+    # without -k, and with an unknown transport: usage errors, before anything else
+    assert cli.main(["demo", "--transport", "command-api"]) == cli.EXIT_USAGE
+    assert "--transport only applies to -k" in capsys.readouterr().err
+    assert cli.main(["demo", "-k", "-i", cid, "--transport", "telnet"]) == cli.EXIT_USAGE
+    assert "invalid choice: 'telnet'" in capsys.readouterr().err

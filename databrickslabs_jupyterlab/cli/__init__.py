@@ -204,6 +204,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise CliError("-N only applies to -k.", EXIT_USAGE)
     if args.env and not args.kernelspec:
         raise CliError("-e only applies to -k.", EXIT_USAGE)
+    if getattr(args, "transport", None) and not args.kernelspec:
+        raise CliError("--transport only applies to -k.", EXIT_USAGE)
     from .kernels import kernel_env
 
     kernel_env(args)  # a wrong -e is a usage error before any workspace call

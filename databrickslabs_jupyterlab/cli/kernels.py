@@ -67,9 +67,12 @@ async def create_kernelspec(ctx: Context) -> None:
     from .. import kernelspecs
 
     env = kernel_env(ctx.args)
+    transport = getattr(ctx.args, "transport", None) or kernelspecs.SSH
     ws, info = await cluster(ctx)
     running = info.state in RUNNING
-    installed = await prepare_driver(ctx, ws, info) if running else []
+    # A command-api kernel needs nothing on the driver (and no SSH to it).
+    ssh = transport == kernelspecs.SSH
+    installed = await prepare_driver(ctx, ws, info) if running and ssh else []
     name = await asyncio.to_thread(
         kernelspecs.create_kernelspec,
         ctx.profile,
@@ -77,6 +80,7 @@ async def create_kernelspec(ctx: Context) -> None:
         info.cluster_name or info.cluster_id,
         spark=not ctx.args.no_spark,
         kernel_env=env,
+        transport=transport,
     )
     spec = next((s for s in specs(ctx.profile, info.cluster_id) if s["name"] == name), None)
     display = spec["display_name"] if spec else name
@@ -88,7 +92,8 @@ async def create_kernelspec(ctx: Context) -> None:
                 "profile": ctx.profile,
                 "cluster_id": info.cluster_id,
                 "env": env,
-                "driver_prepared": running,
+                "transport": transport,
+                "driver_prepared": running and ssh,
                 "installed": installed,
             }
         )
@@ -96,7 +101,14 @@ async def create_kernelspec(ctx: Context) -> None:
     out(f"Created kernelspec {name}: {display}")
     for key, value in env.items():
         out(f"  env {key}={shlex.quote(value)}")
-    if running:
+    if not ssh:
+        out(
+            f"Its cells run in a Command Execution API context of cluster {info.cluster_id} "
+            "(no SSH; nothing is installed on the driver)."
+        )
+        if not running:
+            out(f"Cluster {info.cluster_id} is {info.state}; start it before starting the kernel.")
+    elif running:
         done = f"installed {', '.join(installed)}" if installed else "libraries present"
         out(f"The driver of cluster {info.cluster_id} is prepared: {done}.")
     else:

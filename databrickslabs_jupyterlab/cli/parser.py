@@ -16,6 +16,8 @@ examples:
   {PROG} PROFILE -r -i CLUSTER_ID    start the cluster, add the key, log in, install libraries
   {PROG} PROFILE -l -i CLUSTER_ID    the same (libraries only when missing), then JupyterLab
   {PROG} PROFILE -k -i ID -e A=1     a kernelspec whose remote kernel gets A=1 in its environment
+  {PROG} PROFILE -k -i ID --transport command-api
+                                     a kernelspec without SSH (REST 1.2 execution context)
   {PROG} -n EXPORT.html              import a Databricks HTML export as <name>.ipynb (experimental)
   {PROG} -D PROFILE -r -i ID         the same as without -D, plus a debug log (no token) on stderr
   {PROG} demo [--no-browser]         try everything against a built-in workspace simulator
@@ -114,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-spark",
         action="store_true",
         help="-k: a kernel without Spark (dbcontext() is not run when it starts)",
+    )
+    p.add_argument(
+        "--transport",
+        choices=("ssh", "command-api"),
+        default=None,
+        help="-k: how the kernel reaches the cluster: ssh (the default; ipykernel on the driver) "
+        "or command-api (no SSH: cells run in a Command Execution API context, with the "
+        "profile's credentials kept on this machine)",
     )
     p.add_argument(
         "-l",
