@@ -29,9 +29,18 @@ import tornado.netutil
 from .api import make_app
 from .driver import SSH_MODES, ensure_driver_env, free_port
 from .keys import make_keypair
-from .lifecycle import SimCluster
+from .lifecycle import ACCESS_MODES, CREATOR, SimCluster
+from .policies import NO_SSH_KEYS, ClusterPolicy, validate_definition
 
-__all__ = ["SSH_MODES", "SimCluster", "Simulator", "SimulatorThread", "make_keypair"]
+__all__ = [
+    "ACCESS_MODES",
+    "NO_SSH_KEYS",
+    "SSH_MODES",
+    "SimCluster",
+    "Simulator",
+    "SimulatorThread",
+    "make_keypair",
+]
 
 _INITIAL_STATES = ("TERMINATED", "RUNNING", "PENDING")
 
@@ -52,8 +61,11 @@ class Simulator:
         seed: int | None = None,
         pyspark_path: str | Path | None = None,
         spark: bool | None = None,
+        public_ip: bool = True,
     ) -> None:
-        """``pyspark_path``: a folder holding pyspark (``pip install --target``), put on the
+        """``public_ip=False``: the workspace uses secure cluster connectivity, so its clusters
+        (unless :meth:`add_cluster` says otherwise) have no ``driver.public_dns`` and no
+        reachable sshd. ``pyspark_path``: a folder holding pyspark (``pip install --target``), put on the
         driver's PYTHONPATH; the driver then runs one Spark application per cluster start.
         ``spark=True`` runs Spark with the driver Python's own pyspark; without either, no JVM
         is ever started."""
@@ -76,7 +88,9 @@ class Simulator:
         self.calls: collections.Counter[str] = collections.Counter()
         self.url = ""
         self.host = "127.0.0.1"
+        self.public_ip = public_ip
         self._clusters: dict[str, SimCluster] = {}
+        self.policies: dict[str, ClusterPolicy] = {}
         self._failures: list[tuple[int, str | None]] = []
         self._server: tornado.httpserver.HTTPServer | None = None
         self._bin_dir: Path | None = None
@@ -97,7 +111,7 @@ class Simulator:
         self.url = f"http://{host}:{bound}"
         self._started = True
         for cluster in self._clusters.values():
-            if cluster.state == "RUNNING" and not cluster.driver.listening:
+            if cluster.state == "RUNNING" and cluster.driver_start is None:
                 cluster.boot_now()
             elif cluster.state == "PENDING" and cluster._task is None:
                 cluster.state = "TERMINATED"
@@ -137,11 +151,28 @@ class Simulator:
         autotermination_minutes: int = 120,
         spark_version: str = "15.4.x-scala2.12",
         num_workers: int = 0,
+        data_security_mode: str = "SINGLE_USER",
+        single_user_name: str | None = CREATOR,
+        public_ip: bool | None = None,
+        policy: str | dict[str, Any] | None = None,
+        tunnel_user: str | None = None,
     ) -> str:
         """Add a cluster; with ``state="RUNNING"`` its driver listens when this returns
-        (or when :meth:`start` runs, if the simulator is not started yet)."""
+        (or when :meth:`start` runs, if the simulator is not started yet).
+
+        ``data_security_mode``: ``SINGLE_USER`` (dedicated; ``single_user_name`` names its user,
+        None for a group-dedicated cluster), ``USER_ISOLATION`` (standard), ``NONE`` or
+        another API value. ``public_ip=False``: no ``driver.public_dns``, classic SSH out of
+        reach (default: the simulator's ``public_ip``). ``policy``: a policy id from
+        :meth:`add_policy`, or a definition for a new policy (e.g. ``NO_SSH_KEYS``).
+        ``tunnel_user``: the account the SSH tunnel's server runs as (default by access mode:
+        root for dedicated single-user and no-isolation clusters)."""
         if state not in _INITIAL_STATES:
             raise ValueError(f"state must be one of {', '.join(_INITIAL_STATES)}")
+        if isinstance(policy, dict):
+            policy = self.add_policy(f"policy of {name}", policy)
+        if policy is not None and policy not in self.policies:
+            raise ValueError(f"no cluster policy {policy}")
         cluster_id = cluster_id or self._new_cluster_id()
         if cluster_id in self._clusters:
             raise ValueError(f"cluster {cluster_id} exists already")
@@ -155,6 +186,11 @@ class Simulator:
             autotermination_minutes=autotermination_minutes,
             spark_version=spark_version,
             num_workers=num_workers,
+            data_security_mode=data_security_mode,
+            single_user_name=single_user_name,
+            public_ip=self.public_ip if public_ip is None else public_ip,
+            policy_id=policy,
+            tunnel_user=tunnel_user,
             bin_dir=lambda: self._bin_dir,
             home_dir=self._home_for(cluster_id),
         )
@@ -172,6 +208,16 @@ class Simulator:
                 cluster.state = "TERMINATED"
                 cluster.start()
         return cluster_id
+
+    def add_policy(self, name: str, definition: dict[str, Any]) -> str:
+        """Add a cluster policy (see policies.py for the rules modelled); returns its id."""
+        validate_definition(definition)
+        while True:
+            policy_id = "".join(self._rng.choices("0123456789ABCDEF", k=16))
+            if policy_id not in self.policies:
+                break
+        self.policies[policy_id] = ClusterPolicy(policy_id, name, dict(definition))
+        return policy_id
 
     def _home_for(self, cluster_id: str) -> Path:
         assert self._runtime is not None, "the simulator was stopped"
@@ -261,7 +307,13 @@ class Simulator:
         return f"[{profile}]\nhost = {self.url}\ntoken = {self.token}\n"
 
     def ssh_config_entry(self, cluster_id: str, identity_file: str) -> str:
+        """A classic ``Host <cluster_id>`` entry (port 2200 of a driver with a public IP)."""
         cluster = self.cluster(cluster_id)
+        if not cluster.public_ip:
+            raise ValueError(
+                f"cluster {cluster_id} has no public IP: its driver is reached only through "
+                "the Databricks SSH tunnel"
+            )
         return (
             f"Host {cluster_id}\n"
             f"  HostName 127.0.0.1\n"
@@ -279,6 +331,13 @@ class Simulator:
             "ssh_mode": cluster.ssh_mode,
             "ssh_connections": cluster.driver.connection_count,
             "host_key": cluster.host_key,
+            "public_ip": cluster.public_ip,
+            "tunnel": {
+                "port": cluster.tunnel.port,
+                "user": cluster.tunnel.user,
+                "host_key": cluster.tunnel.host_key_text,
+                "connections": cluster.tunnel.connections,
+            },
             "start_time": cluster.start_time,
             "driver_start": cluster.driver_start,
             "spark": cluster.runtime.describe(),

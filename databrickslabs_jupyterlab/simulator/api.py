@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 import tornado.web
 
+from . import tunnel
 from .commands import ALL_LANGUAGES, LANGUAGES, CommandError
-from .lifecycle import ClusterStateError
+from .lifecycle import ACCESS_MODES, ClusterStateError
+from .policies import violations
 
 if TYPE_CHECKING:
     from . import Simulator
@@ -220,12 +222,59 @@ class ClustersDelete(_Base):
         self.reply({})
 
 
-class ClustersEdit(_Base):
+def _check_spec(sim: Any, body: dict[str, Any], current: dict[str, Any]) -> None:
+    """What create and edit both refuse: a bad access mode, bad keys, a policy's rules."""
+    if not body.get("spark_version"):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: spark_version")
+    mode = body.get("data_security_mode")
+    if mode is not None and mode not in ACCESS_MODES:
+        raise ApiError(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            f"Invalid data_security_mode: {mode!r} (expected one of {', '.join(ACCESS_MODES)}).",
+        )
+    policy_id = body.get("policy_id", current.get("policy_id"))
+    if policy_id:
+        policy = sim.policies.get(policy_id)
+        if policy is None:
+            raise ApiError(
+                400, "INVALID_PARAMETER_VALUE", f"Cluster policy {policy_id} does not exist"
+            )
+        problems = violations(policy.definition, {**current, **body})
+        if problems:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "; ".join(problems))
+
+
+class ClustersCreate(_Base):
+    """``clusters/create``: the new cluster starts at once (PENDING, then RUNNING)."""
+
     def post(self) -> None:
         body = self.body()
-        cluster = self.cluster(self.cluster_id(body))
-        if not body.get("spark_version"):
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: spark_version")
+        if not body.get("cluster_name"):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: cluster_name")
+        self.check_keys(body)
+        _check_spec(self.sim, body, {})
+        keywords = {
+            k: body[k]
+            for k in (
+                "spark_version",
+                "ssh_public_keys",
+                "num_workers",
+                "data_security_mode",
+                "single_user_name",
+                "policy_id",
+            )
+            if k in body
+        }
+        if "autotermination_minutes" in body:
+            keywords["autotermination_minutes"] = int(body["autotermination_minutes"])
+        # Without an access mode the API's legacy default applies: no isolation.
+        keywords.setdefault("data_security_mode", "NONE")
+        keywords.setdefault("single_user_name", None)
+        cluster_id = self.sim.add_cluster(str(body["cluster_name"]), state="PENDING", **keywords)
+        self.reply({"cluster_id": cluster_id})
+
+    def check_keys(self, body: dict[str, Any]) -> None:
         keys = body.get("ssh_public_keys")
         if keys is not None:
             if not isinstance(keys, list) or len(keys) > 10:
@@ -241,6 +290,14 @@ class ClustersEdit(_Base):
                     raise ApiError(
                         400, "INVALID_PARAMETER_VALUE", "Invalid SSH public key in ssh_public_keys"
                     ) from exc
+
+
+class ClustersEdit(ClustersCreate):
+    def post(self) -> None:
+        body = self.body()
+        cluster = self.cluster(self.cluster_id(body))
+        self.check_keys(body)
+        _check_spec(self.sim, body, cluster.spec)
         try:
             cluster.edit(body)
         except ClusterStateError as exc:
@@ -305,6 +362,19 @@ def _token(offset: int | None) -> str:
     if offset is None:
         return ""
     return base64.urlsafe_b64encode(str(offset).encode()).decode()
+
+
+class PoliciesGet(_Base):
+    def get(self) -> None:
+        policy_id = self.get_query_argument("policy_id", None)
+        if not policy_id:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: policy_id")
+        policy = self.sim.policies.get(policy_id)
+        if policy is None:
+            raise ApiError(
+                404, "RESOURCE_DOES_NOT_EXIST", f"Cluster policy {policy_id} does not exist"
+            )
+        self.reply(policy.to_json())
 
 
 class LibrariesStatus(_Base):
@@ -518,6 +588,19 @@ class SimDropSsh(_Control):
         self.reply({"cluster_id": cluster_id, "dropped": dropped})
 
 
+class SimSshTunnel(_Control):
+    """Stands for what ``databricks ssh connect`` does through Jobs, Workspace and Secrets:
+    start the cluster's tunnel server (once per driver start) and read its port, its user and
+    the client key pair of the secret scope."""
+
+    def post(self, cluster_id: str) -> None:
+        cluster = self.control_cluster(cluster_id)
+        try:
+            self.reply(cluster.tunnel.start())
+        except tunnel.TunnelError as exc:
+            raise ApiError(exc.status, exc.error_code, exc.message) from exc
+
+
 class SimCalls(_Control):
     def get(self) -> None:
         self.reply(dict(self.sim.calls))
@@ -545,7 +628,9 @@ def make_app(sim: Simulator) -> tornado.web.Application:
             (r"/api/2\.[01]/clusters/start", ClustersStart, kw),
             (r"/api/2\.[01]/clusters/restart", ClustersRestart, kw),
             (r"/api/2\.[01]/clusters/delete", ClustersDelete, kw),
+            (r"/api/2\.[01]/clusters/create", ClustersCreate, kw),
             (r"/api/2\.[01]/clusters/edit", ClustersEdit, kw),
+            (r"/api/2\.0/policies/clusters/get", PoliciesGet, kw),
             (r"/api/2\.[01]/clusters/events", ClustersEvents, kw),
             (r"/api/2\.0/libraries/cluster-status", LibrariesStatus, kw),
             (r"/api/2\.0/libraries/install", LibrariesInstall, kw),
@@ -558,6 +643,8 @@ def make_app(sim: Simulator) -> tornado.web.Application:
             (rf"/_sim/clusters/{cid}/terminate", SimTerminate, kw),
             (rf"/_sim/clusters/{cid}/ssh", SimSshMode, kw),
             (rf"/_sim/clusters/{cid}/drop-ssh", SimDropSsh, kw),
+            (rf"/_sim/clusters/{cid}/ssh-tunnel", SimSshTunnel, kw),
+            *tunnel.routes(sim),
             (r"/_sim/fail", SimFail, kw),
             (r"/_sim/latency", SimLatency, kw),
             (r"/_sim/calls", SimCalls, kw),

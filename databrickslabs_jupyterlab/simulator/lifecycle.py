@@ -18,6 +18,7 @@ from typing import Any
 
 from .commands import DriverRuntime
 from .driver import SshDriver
+from .tunnel import TunnelServer
 
 PENDING_SECONDS = 6.0
 RESTARTING_SECONDS = 4.0
@@ -53,7 +54,23 @@ EDITABLE = (
     "data_security_mode",
     "single_user_name",
     "runtime_engine",
+    "policy_id",
 )
+
+#: ``data_security_mode`` values of the Clusters API (databricks-sdk's ``DataSecurityMode``).
+ACCESS_MODES = (
+    "SINGLE_USER",
+    "USER_ISOLATION",
+    "NONE",
+    "DATA_SECURITY_MODE_DEDICATED",
+    "DATA_SECURITY_MODE_STANDARD",
+    "DATA_SECURITY_MODE_AUTO",
+    "LEGACY_SINGLE_USER",
+    "LEGACY_SINGLE_USER_STANDARD",
+    "LEGACY_TABLE_ACL",
+    "LEGACY_PASSTHROUGH",
+)
+DEDICATED_MODES = ("SINGLE_USER", "DATA_SECURITY_MODE_DEDICATED")
 
 
 class ClusterStateError(Exception):
@@ -83,10 +100,22 @@ class SimCluster:
         autotermination_minutes: float = 120,
         spark_version: str = "15.4.x-scala2.12",
         num_workers: int = 0,
+        data_security_mode: str = "SINGLE_USER",
+        single_user_name: str | None = CREATOR,
+        public_ip: bool = True,
+        policy_id: str | None = None,
+        tunnel_user: str | None = None,
         bin_dir: Callable[[], Path | None],
         home_dir: Path,
     ) -> None:
+        """``public_ip=False``: secure cluster connectivity, no ``driver.public_dns`` and no
+        classic sshd reachable (only the Databricks SSH tunnel, see tunnel.py).
+        ``tunnel_user``: the user the tunnel's sshd runs as (default: by access mode)."""
+        if data_security_mode not in ACCESS_MODES:
+            raise ValueError(f"data_security_mode must be one of {', '.join(ACCESS_MODES)}")
         self.cluster_id = cluster_id
+        self.public_ip = public_ip
+        self.tunnel_user = tunnel_user
         self.time_scale = time_scale
         self._rng = rng
         self.spec: dict[str, Any] = {
@@ -100,9 +129,10 @@ class SimCluster:
             "spark_conf": {},
             "spark_env_vars": {"PYSPARK_PYTHON": "/databricks/python3/bin/python3"},
             "custom_tags": {},
-            "data_security_mode": "SINGLE_USER",
-            "single_user_name": CREATOR,
+            "data_security_mode": data_security_mode,
+            "single_user_name": single_user_name,
             "runtime_engine": "STANDARD",
+            "policy_id": policy_id,
         }
         self.state = "TERMINATED"
         self.state_message = ""
@@ -133,6 +163,7 @@ class SimCluster:
             spark_version=lambda: self.spec["spark_version"],
             touch=self.touch,
         )
+        self.tunnel = TunnelServer(self)
 
     # -- public read-only view ---------------------------------------------------------------
     @property
@@ -160,8 +191,22 @@ class SimCluster:
     def ssh_mode(self) -> str:
         return self.driver.mode
 
+    @property
+    def data_security_mode(self) -> str:
+        return self.spec["data_security_mode"]
+
+    @property
+    def single_user_name(self) -> str | None:
+        return self.spec["single_user_name"] or None
+
+    @property
+    def dedicated_single_user(self) -> bool:
+        """Dedicated access mode assigned to one user (what the SSH tunnel requires)."""
+        return self.data_security_mode in DEDICATED_MODES and bool(self.single_user_name)
+
     def to_json(self) -> dict[str, Any]:
-        spec = copy.deepcopy(self.spec)
+        # Unset fields are absent from a real cluster's JSON, not null.
+        spec = {k: v for k, v in copy.deepcopy(self.spec).items() if v is not None}
         data: dict[str, Any] = {
             "cluster_id": self.cluster_id,
             **spec,
@@ -192,13 +237,14 @@ class SimCluster:
             data["last_state_loss_time"] = self.last_state_loss_time
         if self.state in ("RUNNING", "RESTARTING", "RESIZING") and self.driver_start:
             data["driver"] = {
-                "public_dns": "127.0.0.1",
                 "private_ip": self.private_ip,
                 "node_id": self.driver_node_id,
                 "instance_id": f"i-{self.driver_node_id[:17]}",
                 "start_timestamp": self.driver_start,
                 "host_private_ip": self.private_ip,
             }
+            if self.public_ip:
+                data["driver"]["public_dns"] = "127.0.0.1"
             data["executors"] = []
         if self.state in ("TERMINATING", "TERMINATED") and self.termination_reason:
             data["termination_reason"] = copy.deepcopy(self.termination_reason)
@@ -273,7 +319,8 @@ class SimCluster:
 
     # -- driver up / down --------------------------------------------------------------------
     def _driver_up(self) -> None:
-        self.driver.listen(self.spec["ssh_public_keys"])
+        if self.public_ip:  # without one, port 2200 is out of reach: nothing listens
+            self.driver.listen(self.spec["ssh_public_keys"])
         self.runtime.driver_up()
         self.driver_start = now_ms()
         self.last_state_loss_time = self.driver_start
@@ -289,6 +336,7 @@ class SimCluster:
         self._event("DRIVER_HEALTHY", {})
 
     def _driver_down(self) -> asyncio.Task[None]:
+        self.tunnel.down()
         self.runtime.driver_down()
         sids = self.driver.close()
         task = asyncio.get_running_loop().create_task(self.driver.kill(sids))

@@ -113,6 +113,9 @@ class SimulatorThread:
             kwargs["ssh_public_keys"] = list(kwargs["ssh_public_keys"])
         return self._sync(self.sim.add_cluster, name, **kwargs)
 
+    def add_policy(self, name: str, definition: dict[str, Any]) -> str:
+        return self._sync(self.sim.add_policy, name, definition)
+
     def cluster(self, cluster_id: str) -> Any:
         return self.sim.cluster(cluster_id)
 
