@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 from . import Simulator
+from .databricks_cli import write_launcher
 from .keys import read_or_make_keypair
+from .lifecycle import CREATOR
 
 _BEGIN = "# >>> databrickslabs-jupyterlab simulator >>>"
 _END = "# <<< databrickslabs-jupyterlab simulator <<<"
@@ -47,6 +49,27 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=120,
         help="inactivity before a cluster terminates (times --time-scale; 0: never)",
+    )
+    p.add_argument(
+        "--access-mode",
+        default="SINGLE_USER",
+        choices=("SINGLE_USER", "USER_ISOLATION", "NONE"),
+        help="the clusters' data_security_mode (default %(default)s)",
+    )
+    p.add_argument(
+        "--spark-version",
+        default="15.4.x-scala2.12",
+        help="the clusters' runtime (default %(default)s; the SSH tunnel needs 17.x or later)",
+    )
+    p.add_argument(
+        "--no-public-ip",
+        action="store_true",
+        help="secure cluster connectivity: no driver.public_dns, no classic SSH (tunnel only)",
+    )
+    p.add_argument(
+        "--databricks-cli",
+        metavar="DIR",
+        help="write the simulator's stand-in 'databricks' executable (ssh setup/connect) into DIR",
     )
     p.add_argument("--state-dir", help="where the driver's Python venv lives (reused)")
     p.add_argument(
@@ -142,10 +165,17 @@ async def run(
                     state="RUNNING" if args.running else "TERMINATED",
                     ssh_public_keys=keys,
                     autotermination_minutes=args.autotermination_minutes,
+                    data_security_mode=args.access_mode,
+                    single_user_name=CREATOR if args.access_mode == "SINGLE_USER" else None,
+                    spark_version=args.spark_version,
+                    public_ip=not args.no_public_ip,
                 )
             )
         profile_text = sim.profile_text(profile)
-        entries = "\n".join(sim.ssh_config_entry(cid, str(identity)) for cid in ids)
+        # A cluster without a public IP has no classic entry (only the tunnel reaches it).
+        entries = "\n".join(
+            sim.ssh_config_entry(cid, str(identity)) for cid in ids if not args.no_public_ip
+        )
         if args.write_profile:
             await asyncio.to_thread(write_profile, config_file, profile, profile_text)
         if ssh_dir_path is not None:
@@ -159,6 +189,9 @@ async def run(
             where += f"; no key registered on the clusters: use --ssh-dir to create {identity}"
         out += [f"# ssh config{where}", entries]
         out += ["# environment", f"export DBJL_DRIVER_PYTHON={sim.driver_python}"]
+        if args.databricks_cli:
+            launcher = await asyncio.to_thread(write_launcher, args.databricks_cli)
+            out.append(f'export PATH="{launcher.parent}:$PATH"  # the stand-in databricks CLI')
         if args.write_profile and args.config_file:
             out.append(f"export DATABRICKS_CONFIG_FILE={config_file}")
         if ssh_dir_path is not None and ssh_dir_path != home_ssh:
