@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import operations
+from . import operations, transport
 from .connect import spark_ui_url
 from .operations import OperationFailed
 from .settings import DriverSettings
@@ -70,6 +70,12 @@ class ServiceSettings:
     done_linger: float = 5.0
     event_history: int = 50
     profile_cache_seconds: float = 2.0
+    #: Clusters watched at most; a new one first evicts an error-only or idle entry.
+    max_clusters: int = 100
+    #: Seconds without a request after which an entry without kernels or operation is dropped.
+    idle_evict: float = 1800.0
+    #: Seconds between reads of a cluster that was never read successfully (403, 5xx, unknown).
+    unknown_read_interval: float = 10.0
 
 
 def _meaning(view: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +113,8 @@ class ClusterConnection:
         self.info: ClusterInfo | None = None
         self.spark_ui_url: str | None = None
         self.ssh: dict[str, Any] = {"reachable": False, "checked_at": None, "error": None}
+        #: How the cluster is reached, judged at every read (see :mod:`.transport`).
+        self.route: transport.Route | None = None
         self.operation: dict[str, Any] | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=self.settings.event_history)
         self.not_found = False
@@ -151,6 +159,11 @@ class ClusterConnection:
     @property
     def paused(self) -> bool:
         return self._paused
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since someone last asked about this cluster."""
+        return time.monotonic() - self._last_interest
 
     async def wait_for_change(self, since: int, timeout: float) -> bool:
         """Wait until ``version > since`` or ``timeout`` seconds pass; True if it changed.
@@ -206,6 +219,11 @@ class ClusterConnection:
             verb = "restarting" if cs == "RESTARTING" else "starting"
             return "starting", f"Cluster {cid} is {verb}{why}"
         if cs in RUNNING:
+            if self.route is not None and not self.route.uses_ssh:
+                return (
+                    "connected",
+                    f"Cluster {cid} is running; its kernels use the Command Execution API.",
+                )
             if self._probe_for != self._driver_key():
                 return "unknown", f"Cluster {cid} is running; checking SSH to its driver."
             if not self.ssh["reachable"]:
@@ -249,6 +267,8 @@ class ClusterConnection:
             "cluster_state": info.state if info else None,
             "message": message,
             "ssh": dict(self.ssh),
+            "transport": self.route.transport if self.route else None,
+            "transport_reason": self.route.why if self.route else None,
             "spark_ui_url": self.spark_ui_url,
             "operation": operation,
             "kernels": self._kernels(),
@@ -323,6 +343,8 @@ class ClusterConnection:
     def _interval(self) -> float:
         s = self.settings
         info = self.info
+        if info is None and self._read_error is not None and not self.op_running():
+            return s.unknown_read_interval
         if self.op_running() or info is None or self._read_error is not None:
             return s.refresh_interval
         if info.state not in STEADY:
@@ -372,9 +394,10 @@ class ClusterConnection:
             return
         self._read_error = None
         self._apply(info)
+        self.route = await self._route(info)
         self.first_read.set()
         self._publish()
-        if info.state in RUNNING:
+        if info.state in RUNNING and self.route.uses_ssh:
             await self._probe(info)
 
     def _apply(self, info: ClusterInfo) -> None:
@@ -392,6 +415,12 @@ class ClusterConnection:
                     "checked_at": self.ssh["checked_at"],
                     "error": "The cluster is not running.",
                 }
+
+    async def _route(self, info: ClusterInfo) -> transport.Route:
+        try:
+            return await asyncio.to_thread(transport.choose, info, self.settings.driver)
+        except Exception as exc:  # noqa: BLE001 - an unreadable SSH config: SSH says why later
+            return transport.Route(transport.SSH, None, f"The SSH config could not be read: {exc}")
 
     async def _probe(self, info: ClusterInfo) -> None:
         key = (info.driver_start, info.public_dns)
@@ -477,6 +506,7 @@ class ClusterConnection:
         info = await workspace.get_cluster(self.cluster_id)
         self._read_error = None
         self._apply(info)
+        self.route = await self._route(info)
         self._publish()
         return info
 
@@ -583,7 +613,8 @@ class _StatusProgress(operations.Progress):
         if conn.operation is None:
             return
         if step == "installing" and conn.info is not None:
-            conn._logged_in(conn.info)  # the lifecycle logs in before it checks the libraries
+            if conn.route is None or conn.route.uses_ssh:
+                conn._logged_in(conn.info)  # the lifecycle logged in before this step
         elif step == "restarting-kernels":
             conn._prepared()
         conn.operation.update(

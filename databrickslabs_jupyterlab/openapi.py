@@ -149,6 +149,19 @@ def build_openapi() -> dict[str, Any]:
                 "cluster_state": {**_NULLABLE_STR, "description": "Databricks state as last read."},
                 "message": {"type": "string"},
                 "ssh": {"$ref": "#/components/schemas/Ssh"},
+                "transport": {
+                    "type": "string",
+                    "enum": ["ssh", "ssh-tunnel", "command-api"],
+                    "nullable": True,
+                    "description": "How the cluster is reached: ssh (a Host entry named after "
+                    "the cluster, or the driver's public DNS on the SSH port), ssh-tunnel (the "
+                    "Databricks SSH tunnel's Host entry), command-api (the Command Execution "
+                    "API, no SSH). Null before the first read.",
+                },
+                "transport_reason": {
+                    **_NULLABLE_STR,
+                    "description": "One sentence: why this transport.",
+                },
                 "spark_ui_url": {
                     **_NULLABLE_STR,
                     "description": "The cluster's Spark UI in the workspace (https://<host>/"

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ssh
+from . import ssh, transport
 from .driver import DriverAccess, DriverLink
 from .settings import DriverSettings
 from .vocabulary import COMING_UP, OPERATIONS, RESTART_CHOICES, RUNNING
@@ -39,6 +39,10 @@ NO_KERNELS_HERE = "This process runs no kernels."
 
 class OperationFailed(Exception):
     """A step cannot go on; the message is a sentence for the person."""
+
+
+class TransportRefused(OperationFailed):
+    """The transport asked for cannot work on this cluster (CLI exit 2, API 409)."""
 
 
 class Conflict(Exception):
@@ -145,6 +149,7 @@ class Lifecycle:
         start_timeout: float | None = None,
         kernels: Callable[[], list[KernelInfo]] | None = None,
         restart: RestartKernels | None = None,
+        transport: str | None = None,
     ) -> None:
         self.profile = profile
         self.cluster_id = cluster_id
@@ -158,12 +163,24 @@ class Lifecycle:
         self.start_timeout = start_timeout
         self._kernels = kernels
         self._restart = restart
+        #: The transport asked for (None: the first that applies, see :mod:`.transport`).
+        self.transport = transport
+        #: The route of the last login.
+        self.last_route: transport.Route | None = None
 
     # ------------------------------------------------------------------ steps
     async def read(self) -> ClusterInfo:
         if self._read is not None:
             return await self._read()
         return await self.workspace.get_cluster(self.cluster_id)
+
+    async def route(self, info: ClusterInfo) -> transport.Route:
+        """How the cluster is reached; ``OperationFailed`` with the sentence when the transport
+        asked for cannot work there."""
+        try:
+            return await asyncio.to_thread(transport.choose, info, self.settings, self.transport)
+        except transport.TransportImpossible as exc:
+            raise TransportRefused(str(exc)) from None
 
     async def public_key(self) -> tuple[str | None, str]:
         """The cluster's public key (``None`` when the ``.pub`` file is missing) and its path."""
@@ -291,16 +308,34 @@ class Lifecycle:
         return ids
 
     # ------------------------------------------------------- groups of steps
-    async def login(self, info: ClusterInfo, *, start: bool) -> tuple[ClusterInfo, DriverLink]:
+    async def login(
+        self, info: ClusterInfo, *, start: bool
+    ) -> tuple[ClusterInfo, DriverLink | None]:
         """The steps ``starting`` (when ``start``: start and wait) and ``configuring`` (the key
-        on the cluster, a login to its driver). Close the returned link."""
+        on the cluster, a login to its driver). Close the returned link; there is none when the
+        cluster is reached through the Command Execution API."""
         cid = self.cluster_id
+        before = await self.route(info)  # an impossible transport is said before any change
         public_key, pub_path = await self.public_key()
         if start:
             self.progress.step("starting", f"Starting cluster {cid}.")
-            info = await self.start_and_wait(info, public_key)
+            # only classic SSH needs the key in the cluster (the tunnel brings its own)
+            key = public_key if before.transport == transport.SSH else None
+            info = await self.start_and_wait(info, key)
         elif info.state not in RUNNING:
             raise OperationFailed(f"Cluster {cid} is not running ({info.state}); start it instead.")
+        route = self.last_route = await self.route(info)
+        if not route.uses_ssh:
+            self.progress.step(
+                "configuring", f"Cluster {cid} is reached through the Command Execution API."
+            )
+            self.progress.detail(route.why)
+            return info, None
+        if route.transport == transport.TUNNEL:
+            self.progress.step(
+                "configuring", f"Logging in through the Databricks SSH tunnel (Host {route.alias})."
+            )
+            return info, await self.connect(info)
         self.progress.step("configuring", f"Preparing SSH to the driver of cluster {cid}.")
         if public_key is None:
             raise OperationFailed(
@@ -320,6 +355,14 @@ class Lifecycle:
         )
         return await self.prepare(link, info, force=force)
 
+    def _through(self, info: ClusterInfo) -> str:
+        route = self.last_route
+        if route is None or route.transport == transport.SSH and route.alias is None:
+            return f"over SSH ({info.public_dns})"
+        if route.transport == transport.COMMAND_API:
+            return "through the Command Execution API"
+        return f"over SSH (Host {route.alias})"
+
     # -------------------------------------------------------------- the whole
     async def run(
         self,
@@ -336,17 +379,22 @@ class Lifecycle:
         check_request(kind, restart_kernels)
         cid = self.cluster_id
         info, link = await self.login(await self.read(), start=kind == "start")
-        try:
-            installed = await self.prepare_running(
-                link, info, force=kind == "reconfigure" or check_libraries
-            )
-        finally:
-            await link.close()
-        outcome = Outcome(info=info, link_user=link.user, installed=installed)
+        if link is None:
+            self.progress.step("installing", "Nothing to install: no kernel library on the driver.")
+            outcome = Outcome(info=info, link_user="")
+        else:
+            try:
+                installed = await self.prepare_running(
+                    link, info, force=kind == "reconfigure" or check_libraries
+                )
+            finally:
+                await link.close()
+            outcome = Outcome(info=info, link_user=link.user, installed=installed)
+        installed = outcome.installed
 
         self.progress.step("restarting-kernels", f"Restarting the kernels of cluster {cid}.")
         outcome.restarted = await self.restart_kernels(
             restart_kernels, bool(installed), named_kernels
         )
-        self.progress.step("done", f"Connected to the driver of cluster {cid} ({info.public_dns}).")
+        self.progress.step("done", f"Connected to cluster {cid} {self._through(info)}.")
         return outcome

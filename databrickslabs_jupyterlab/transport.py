@@ -151,24 +151,30 @@ def choose(info: Any, settings: Any, wanted: str | None = None) -> Route:
         )
     if own_route and not own_tunnel:
         return Route(SSH, cid, f"{config_file} has a Host {cid} entry.")
+    unusable = ""
     if alias is not None:  # asked for SSH or nothing: the tunnel is SSH too
-        return _tunnel(info, mode, alias, config_file)
+        try:
+            return _tunnel(info, mode, alias, config_file)
+        except TransportImpossible as exc:
+            unusable = f"The tunnel entry Host {alias} cannot work: {exc} "
     if info.public_dns:
-        return Route(SSH, None, f"The driver of cluster {cid} has a public address.")
+        return Route(SSH, None, f"{unusable}The driver of cluster {cid} has a public address.")
     if info.state not in RUNNING:
         # no driver, so no address to judge by: SSH until a running driver says otherwise
         return Route(SSH, None, f"Cluster {cid} is not running; its driver address is unknown.")
     if wanted == SSH:
         raise TransportImpossible(
-            f"The driver of cluster {cid} has no public IP (secure cluster connectivity) and "
-            f"{config_file} has no tunnel entry for it: set one up with "
+            unusable
+            + f"The driver of cluster {cid} has no public IP (secure cluster connectivity) and "
+            f"{config_file} has no usable tunnel entry for it: set one up with "
             f"`dj PROFILE -s -i {cid} --tunnel`, or use --transport command-api."
         )
     return Route(
         COMMAND_API,
         None,
-        f"The driver of cluster {cid} has no public IP and {config_file} has no tunnel entry "
-        "for it; its kernels run through the Command Execution API.",
+        unusable
+        + f"The driver of cluster {cid} has no public IP and no usable tunnel entry; its "
+        "kernels run through the Command Execution API.",
     )
 
 

@@ -126,3 +126,16 @@ def test_asked_transports_that_apply(settings: DriverSettings) -> None:
     # asking for SSH with only a tunnel entry: the tunnel is SSH
     no_ip = info(driver={"start_timestamp": 1})
     assert transport.choose(no_ip, settings, SSH).transport == TUNNEL
+
+
+def test_an_unusable_tunnel_entry_is_said_and_the_next_route_taken(
+    settings: DriverSettings,
+) -> None:
+    write(settings, TUNNEL_BLOCK)
+    old = info(spark_version="15.4.x-scala2.12", driver={"start_timestamp": 1})
+    route = transport.choose(old, settings)
+    assert route.transport == COMMAND_API
+    assert route.why.startswith("The tunnel entry Host my-box cannot work: ")
+    assert "Runtime 17.0" in route.why
+    with pytest.raises(TransportImpossible, match="Runtime 17.0"):
+        transport.choose(old, settings, SSH)
