@@ -5,6 +5,7 @@ executable (over real SSH with the system's OpenSSH client)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -208,6 +209,14 @@ def test_tunnel_reaches_a_dedicated_cluster_without_public_ip(
     assert replaced.returncode == 0, replaced.stderr
     assert "--auto-start-cluster=false" in (config_dir / "sim-tunnel").read_text()
     assert main == (isolated_home / ".ssh" / "config").read_text()
+    simulator.terminate(cluster_id)
+    stopped = system_ssh(isolated_home, "sim-tunnel", "true")
+    assert stopped.returncode == 255
+    assert re.search(
+        rf"Error: cluster {cluster_id} is not running, current state: TERMINAT(ING|ED)\. "
+        "Use --auto-start-cluster to start it automatically\n",
+        stopped.stderr,
+    )
 
 
 @pytest.mark.parametrize(
@@ -294,3 +303,29 @@ def test_stand_in_usage_errors(databricks_cli: Path) -> None:
     assert (unknown.returncode, unknown.stderr) == (1, "Error: unknown flag: --bogus\n")
     bad = run("databricks", "ssh", "connect", "--cluster", "x", "--auto-start-cluster=maybe")
     assert bad.returncode == 1 and "strconv.ParseBool" in bad.stderr
+
+
+def test_tunnel_user_follows_the_access_mode(
+    simulator: SimulatorThread, isolated_home: Path, databricks_cli: Path
+) -> None:
+    """The real CLI checks the access mode in setup and direct connect, not in proxy mode: a
+    hand-written entry reaches a standard cluster's server, which runs as an isolated user
+    (a guess), so root is refused and only that user logs in."""
+    write_profile(simulator, isolated_home)
+    cluster_id = simulator.add_cluster(
+        "standard", state="RUNNING", spark_version=RUNTIME,
+        data_security_mode="USER_ISOLATION", single_user_name=None,
+    )  # fmt: skip
+    keys = isolated_home / ".databricks" / "ssh-tunnel-keys" / cluster_id
+    proxy = f"{databricks_cli} ssh connect --proxy --cluster={cluster_id} --profile=demo"
+    (isolated_home / ".ssh" / "config").write_text(
+        f"Host std\n  IdentityFile {keys}\n  IdentitiesOnly yes\n"
+        f"  StrictHostKeyChecking accept-new\n  ProxyCommand {proxy}\n"
+    )
+    as_root = system_ssh(isolated_home, "root@std", "true")
+    assert as_root.returncode == 255
+    assert "Permission denied (publickey)" in as_root.stderr
+    user = simulator.cluster(cluster_id).tunnel.user
+    assert user.startswith("spark-")
+    as_user = system_ssh(isolated_home, f"{user}@std", "echo $USER")
+    assert (as_user.returncode, as_user.stdout) == (0, f"{user}\n")

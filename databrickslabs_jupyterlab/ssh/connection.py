@@ -153,9 +153,22 @@ class _Client(asyncssh.SSHClient):
     refused key never sees our login. asyncssh calls this synchronously on the event loop: the
     pin judges in memory; its record was read before and is written after, in a thread."""
 
-    def __init__(self, pin: HostKeyPin) -> None:
+    def __init__(self, pin: HostKeyPin, lazy_identity: _Hop | None = None) -> None:
         self._pin = pin
         self.refusal: SshError | None = None
+        self._lazy = lazy_identity
+
+    async def public_key_auth_requested(self) -> list[asyncssh.SSHKeyPair] | None:
+        """The key of a hop whose ProxyCommand writes it (the Databricks SSH tunnel saves its
+        client key when it connects), read at authentication time as OpenSSH does."""
+        hop, self._lazy = self._lazy, None
+        if hop is None:
+            return None
+        try:
+            return await asyncio.to_thread(_load_identity, hop)
+        except SshError as exc:
+            self.refusal = exc
+            return None
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
@@ -241,6 +254,10 @@ def _connect_error(exc: BaseException, hop: _Hop, timeout: float) -> SshError:
     return SshError(f"SSH to the {where} failed: {exc}.")
 
 
+def _identity_exists(hop: _Hop) -> bool:
+    return os.path.isfile(os.path.expanduser(hop.identity_file))
+
+
 def _load_identity(hop: _Hop) -> list[asyncssh.SSHKeyPair]:
     """The hop's private key (with its ``-cert.pub`` when there is one), read here because
     asyncssh would read a key given by path on the event loop: call it in a thread."""
@@ -294,9 +311,10 @@ async def _connect_hop(
     """Log in to one hop. The host key record is read before and written after the handshake
     in a thread (see ``hostkeys``); a key accepted during key exchange is recorded even when the
     login then fails, as OpenSSH records it before authenticating."""
-    keys = await asyncio.to_thread(_load_identity, hop)
+    lazy = proxy_command is not None and not await asyncio.to_thread(_identity_exists, hop)
+    keys = [] if lazy else await asyncio.to_thread(_load_identity, hop)
     pin = await host_keys.pin(hop.key_name, hop.driver_start, hop.label)
-    client = _Client(pin)
+    client = _Client(pin, hop if lazy else None)
     options: dict[str, object] = {}
     if tunnel is not None:
         options["tunnel"] = tunnel
