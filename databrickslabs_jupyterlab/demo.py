@@ -7,6 +7,11 @@ config and data (so the kernelspec does not appear in the user's own kernel list
 JupyterLab gets these through environment variables; the user's ``~/.databrickscfg``,
 ``~/.ssh`` and ``~/.jupyter`` are never read or written.
 
+With pyspark importable in this Python (``pip install 'databrickslabs-jupyterlab[spark]'``) and
+Java on the PATH, the simulated driver runs one Spark application, the kernel attaches to it and
+the notebook runs ``%sql`` and ``display()``; without them the demo says in one line how to get
+Spark.
+
 Ctrl-C (or SIGTERM) stops JupyterLab (which shuts its kernels down), then the simulator (which
 kills whatever still runs on its drivers), so nothing is left running.
 """
@@ -21,6 +26,7 @@ import os
 import secrets
 import shutil
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -40,6 +46,32 @@ NOTEBOOK = "databricks-demo.ipynb"
 
 class DemoError(Exception):
     """A step of the demo failed; one sentence."""
+
+
+#: How to get Spark into the demo (said when pyspark is not importable).
+SPARK_HINT = (
+    "Spark: not in this demo; pip install 'databrickslabs-jupyterlab[spark]' (pyspark, needs "
+    "Java 17 or newer) and run the demo again to see the notebook run %sql on the cluster."
+)
+
+
+def find_pyspark() -> tuple[str | None, str]:
+    """(the folder that holds this Python's ``pyspark`` package, or None; one line for the user)
+
+    The folder is given to the simulated driver, as a Databricks driver has pyspark."""
+    try:
+        spec = importlib.util.find_spec("pyspark")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        return None, SPARK_HINT
+    folder = str(Path(spec.origin).resolve().parent.parent)
+    if shutil.which("java") is None:
+        return None, (
+            "Spark: pyspark is installed but Java is not on the PATH; install Java 17 or newer "
+            "(e.g. apt-get install default-jre-headless) and run the demo again to see Spark."
+        )
+    return folder, f"Spark: pyspark from {folder} runs on the simulated driver."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,8 +160,9 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def notebook(kernel_name: str, display_name: str) -> dict[str, Any]:
-    """The sample notebook: where the kernel runs, a computation, and Spark if there is one."""
+def notebook(kernel_name: str, display_name: str, spark: bool = False) -> dict[str, Any]:
+    """The sample notebook: where the kernel runs, a computation, and Spark (with ``spark``,
+    the cluster's application through ``%sql`` and ``display()``; else a guarded call)."""
 
     def md(text: str) -> dict[str, Any]:
         return {"cell_type": "markdown", "metadata": {}, "source": text}
@@ -181,22 +214,58 @@ def notebook(kernel_name: str, display_name: str) -> dict[str, Any]:
                 "\n"
                 'print("primes below one million:", primes(1_000_000))'
             ),
-            md(
-                "On a real cluster, `dbcontext()` attaches the notebook to the cluster's Spark "
-                "and publishes `spark`, `sc`, `sqlContext` and `dbutils`. The simulated driver "
-                "has no Spark unless `pyspark` is installed, so the call is guarded."
-            ),
-            code(
-                "try:\n"
-                "    from databrickslabs_jupyterlab.connect import dbcontext\n"
-                "\n"
-                "    dbcontext()\n"
-                "    print(spark.range(10).count())\n"
-                "except Exception as exc:  # no Spark on the simulated driver\n"
-                '    print("dbcontext() is not available here:", exc)'
-            ),
+            *(spark_cells(code, md) if spark else no_spark_cells(code, md)),
         ],
     }
+
+
+def spark_cells(code: Any, md: Any) -> list[dict[str, Any]]:
+    return [
+        md(
+            "## Spark\n\n"
+            "The kernel attached to the cluster's Spark application when it started (the status "
+            "bar says *running with Spark*), as it does on a real cluster, and published `spark`, "
+            "`sc`, `sqlContext` and `dbutils`. `dbcontext()` says where its Spark comes from."
+        ),
+        code("dbcontext()"),
+        md("`%%sql` runs Spark SQL; the last result is shown as a table and kept in `_sqldf`."),
+        code(
+            "%%sql\n"
+            "CREATE OR REPLACE TEMP VIEW squares AS\n"
+            "  SELECT id AS n, id * id AS square FROM range(1, 11);\n"
+            "SELECT n, square FROM squares WHERE n % 2 = 0 ORDER BY n"
+        ),
+        md("`display()` shows a Spark (or pandas) DataFrame as a table."),
+        code('display(spark.table("squares").selectExpr("count(*) AS n", "sum(square) AS total"))'),
+        md(
+            "A job that runs longer than a second shows its progress under the cell; "
+            "interrupting the cell cancels it. `sc` links the cluster's Spark UI."
+        ),
+        code(
+            "spark.sql(\"SELECT reflect('java.lang.Thread', 'sleep', CAST(500 AS BIGINT)) \"\n"
+            '          "FROM range(0, 6, 1, 2)").count()'
+        ),
+        code("sc"),
+    ]
+
+
+def no_spark_cells(code: Any, md: Any) -> list[dict[str, Any]]:
+    return [
+        md(
+            "On a real cluster, `dbcontext()` attaches the notebook to the cluster's Spark "
+            "and publishes `spark`, `sc`, `sqlContext` and `dbutils`. This demo's simulated "
+            "driver has no Spark (" + SPARK_HINT.removeprefix("Spark: not in this demo; ") + ")"
+        ),
+        code(
+            "try:\n"
+            "    from databrickslabs_jupyterlab.connect import dbcontext\n"
+            "\n"
+            "    dbcontext()\n"
+            "    print(spark.range(10).count())\n"
+            "except Exception as exc:  # no Spark on the simulated driver\n"
+            '    print("dbcontext() is not available here:", exc)'
+        ),
+    ]
 
 
 class Demo:
@@ -206,6 +275,7 @@ class Demo:
         self.sim: Any = None
         self.lab: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.pyspark_path: str | None = None
 
     # -- steps -------------------------------------------------------------------------------
     def start_simulator(self) -> None:
@@ -213,8 +283,14 @@ class Demo:
         from .simulator.keys import read_or_make_keypair
 
         lay = self.layout
+        self.pyspark_path, spark_line = find_pyspark()
+        say(spark_line)
         say("Starting the Databricks workspace simulator (the first run prepares its driver)...")
-        self.sim = SimulatorThread(time_scale=self.args.time_scale, state_dir=lay.simulator)
+        self.sim = SimulatorThread(
+            time_scale=self.args.time_scale,
+            state_dir=lay.simulator,
+            pyspark_path=self.pyspark_path,
+        )
         self.sim.start()
         public = read_or_make_keypair(lay.key)
         write_private(lay.databrickscfg, self.sim.profile_text(PROFILE))
@@ -246,6 +322,14 @@ class Demo:
         self.sim.wait_state(CLUSTER_ID, "RUNNING", timeout=60 * self.args.time_scale + 60)
         port = self.sim.cluster(CLUSTER_ID).ssh_port
         say(f"  RUNNING after {time.monotonic() - began:.0f} s, driver SSH on 127.0.0.1:{port}")
+        if self.pyspark_path:
+            # Ready before the notebook opens: its kernel attaches to this application.
+            spark = self.sim.wait_spark(CLUSTER_ID, timeout=180)
+            if spark.get("error"):
+                say(f"  Spark did not start on the driver: {spark['error']}")
+                self.pyspark_path = None
+            else:
+                say(f"  Spark application {spark['application_id']} runs on the driver")
 
     def create_kernelspec(self) -> tuple[str, str]:
         from . import kernelspecs
@@ -253,7 +337,13 @@ class Demo:
         for old in kernelspecs.list_kernelspecs():
             if old.profile == PROFILE and old.cluster_id != CLUSTER_ID:
                 kernelspecs.delete_kernelspec(old.name)
-        name = kernelspecs.create_kernelspec(PROFILE, CLUSTER_ID, CLUSTER_NAME, env=CLUSTER_NAME)
+        kernel_env = None
+        if self.pyspark_path and self.pyspark_path not in _site_folders():
+            # A folder outside this Python's site-packages (which the driver sees anyway).
+            kernel_env = {"PYTHONPATH": self.pyspark_path}
+        name = kernelspecs.create_kernelspec(
+            PROFILE, CLUSTER_ID, CLUSTER_NAME, env=CLUSTER_NAME, kernel_env=kernel_env
+        )
         display = next(
             (s.display_name for s in kernelspecs.list_kernelspecs() if s.name == name), name
         )
@@ -262,7 +352,8 @@ class Demo:
 
     def write_notebook(self, name: str, display: str) -> Path:
         path = self.layout.notebooks / NOTEBOOK
-        path.write_text(json.dumps(notebook(name, display), indent=1) + "\n", encoding="utf-8")
+        nb = notebook(name, display, spark=bool(self.pyspark_path))
+        path.write_text(json.dumps(nb, indent=1) + "\n", encoding="utf-8")
         return path
 
     def start_lab(self) -> None:
@@ -372,6 +463,11 @@ class Demo:
         if sim is not None:
             sim.stop()
             say("Simulator stopped.")
+
+
+def _site_folders() -> set[str]:
+    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    return {str(Path(f).resolve()) for f in folders}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,13 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from databrickslabs_jupyterlab import demo
+
+# A folder holding pyspark (scripts/test.sh provides one), read before the autouse fixture
+# clears DBJL_* variables: the demo gets it on its PYTHONPATH, as `pip install .[spark]` would.
+PYSPARK_PATH = os.environ.get("DBJL_TEST_PYSPARK_PATH") or ""
+HAVE_SPARK = bool(
+    PYSPARK_PATH and Path(PYSPARK_PATH, "pyspark", "__init__.py").is_file() and shutil.which("java")
+)
 
 
 def _free_port() -> int:
@@ -89,7 +97,7 @@ class Lab:
                 }
             )
         )
-        stdout, reply, idle = "", None, False
+        stdout, reply, idle, html = "", None, False, []
         deadline = time.monotonic() + timeout
         try:
             # The reply (shell) and the idle status (iopub) come in either order.
@@ -101,11 +109,13 @@ class Lab:
                     continue
                 if msg["msg_type"] == "stream":
                     stdout += msg["content"]["text"]
+                elif msg["msg_type"] in ("display_data", "execute_result"):
+                    html.append(msg["content"]["data"].get("text/html", ""))
                 elif msg["msg_type"] == "execute_reply":
                     reply = msg["content"]
                 elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                     idle = True
-            return {"stdout": stdout, "reply": reply}
+            return {"stdout": stdout, "reply": reply, "html": html}
         finally:
             ws.close()
 
@@ -115,6 +125,9 @@ def test_demo_runs_a_notebook_on_the_simulated_driver_and_stops_cleanly(
     isolated_home: Path,
 ) -> None:
     port = _free_port()
+    env = dict(os.environ)
+    if HAVE_SPARK:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PYSPARK_PATH, env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -131,7 +144,7 @@ def test_demo_runs_a_notebook_on_the_simulated_driver_and_stops_cleanly(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=dict(os.environ),
+        env=env,
         # Started with SIGINT ignored, as a background job of a script is: Ctrl-C must still
         # stop the demo (it once hung here when an earlier test left SIGINT ignored).
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
@@ -178,6 +191,10 @@ def test_demo_runs_a_notebook_on_the_simulated_driver_and_stops_cleanly(
         driver_python = root / "simulator" / "driver" / "python" / "bin" / "python"
         assert f"driver python: {driver_python}" in results[0]["stdout"]
         assert "primes below one million: 78498" in results[1]["stdout"]
+        if HAVE_SPARK:
+            _assert_spark(lab, kernel["id"], cells, results, lines)
+        else:
+            assert demo.SPARK_HINT in lines  # how to get Spark, in one line
 
         # nothing of the user's own setup was touched
         assert not (isolated_home / ".databrickscfg").exists()
@@ -200,6 +217,55 @@ def test_demo_runs_a_notebook_on_the_simulated_driver_and_stops_cleanly(
     while _processes_mentioning(str(root)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_mentioning(str(root)) == []
+
+
+def _assert_spark(
+    lab: Lab, kernel_id: str, cells: list[str], results: list[dict[str, Any]], lines: list[str]
+) -> None:
+    """The Spark part of the sample notebook ran on the cluster's application."""
+    assert (
+        f"Spark: pyspark from {Path(PYSPARK_PATH).resolve()} runs on the simulated driver." in lines
+    )
+    assert any(line.startswith("  Spark application ") for line in lines), lines
+    by_cell = dict(zip(cells, results, strict=True))
+    [attach] = [r for c, r in by_cell.items() if c == "dbcontext()"]
+    assert "(cluster's application via gateway hand-off)" in attach["stdout"]
+    [sql] = [r for c, r in by_cell.items() if c.startswith("%%sql")]
+    table = "".join(sql["html"])
+    assert "<th>n</th><th>square</th>" in table and "<td>4</td><td>16</td>" in table
+    assert "5 rows" in table
+    [shown] = [r for c, r in by_cell.items() if c.startswith("display(")]
+    assert "<td>10</td><td>385</td>" in "".join(shown["html"])
+    [sc] = [r for c, r in by_cell.items() if c == "sc"]
+    assert "#setting/clusters/" in "".join(sc["html"])
+    # the status item says "running with Spark"
+    status = lab.json("GET", f"/databrickslabs-jupyterlab/api/v1/kernels/{kernel_id}")
+    assert status["kernel_state"] == "running-spark", status
+
+
+def test_find_pyspark_says_how_to_get_spark(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = demo.importlib.util.find_spec
+    monkeypatch.setattr(
+        demo.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pyspark" else real_find_spec(name, *a),
+    )
+    assert demo.find_pyspark() == (None, demo.SPARK_HINT)
+    assert "pip install 'databrickslabs-jupyterlab[spark]'" in demo.SPARK_HINT
+    cells = demo.notebook("k", "K", spark=False)["cells"]
+    assert not any("%%sql" in "".join(c["source"]) for c in cells)
+
+
+def test_find_pyspark_without_java_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "pyspark").mkdir()
+    (tmp_path / "pyspark" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(demo.shutil, "which", lambda name: None)
+    folder, line = demo.find_pyspark()
+    assert folder is None
+    assert line.startswith("Spark: pyspark is installed but Java is not on the PATH;")
+    monkeypatch.setattr(demo.shutil, "which", lambda name: "/usr/bin/java")
+    assert demo.find_pyspark()[0] == str(tmp_path.resolve())
 
 
 def test_demo_rejects_a_bad_time_scale(capsys: pytest.CaptureFixture[str]) -> None:
