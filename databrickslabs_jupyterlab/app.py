@@ -58,6 +58,19 @@ class DatabricksLabsJupyterLab(ExtensionApp):
         1800.0, config=True, help="Seconds after which a start or reconfigure is given up."
     )
     event_history = Int(50, config=True, help="Number of events kept per cluster.")
+    max_clusters = Int(
+        100, config=True, help="Clusters watched at most (a new one evicts an idle entry first)."
+    )
+    idle_evict = Float(
+        1800.0,
+        config=True,
+        help="Seconds without a request after which a cluster without kernels is no longer watched.",
+    )
+    unknown_read_interval = Float(
+        10.0,
+        config=True,
+        help="Seconds between reads of a cluster id that was never read successfully.",
+    )
 
     # The first wave's names of the driver settings, read below c.DatabricksLabsDriver.
     ssh_port = Int(config=True, help="Deprecated: use c.DatabricksLabsDriver.ssh_port.")
@@ -111,6 +124,9 @@ class DatabricksLabsJupyterLab(ExtensionApp):
             ssh_ready_timeout=self.ssh_ready_timeout,
             operation_timeout=self.operation_timeout,
             event_history=self.event_history,
+            max_clusters=self.max_clusters,
+            idle_evict=self.idle_evict,
+            unknown_read_interval=self.unknown_read_interval,
         )
 
     def initialize_settings(self) -> None:

@@ -33,6 +33,9 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
 
 _COMMON = {
     "403": _error("Not logged in or not authorized", ["forbidden"]),
+    "429": _error(
+        "The server already watches max_clusters clusters, all in use", ["too_many_clusters"]
+    ),
     "503": _error("The workspace API is unreachable or keeps failing", ["workspace_unavailable"]),
     "502": _error(
         "The workspace refused the profile's credentials or answered with an unexpected error",

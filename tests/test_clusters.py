@@ -141,6 +141,7 @@ def make(
         driver=DriverSettings(identity_file=str(identity), state_dir=str(tmp_path)),
         refresh_interval=0.01,
         steady_refresh_interval=0.05,
+        unknown_read_interval=0.05,
         fast_window=0.05,
         idle_pause=5.0,
         first_read_wait=1.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from databrickslabs_jupyterlab import debuglog, vocabulary
 from databrickslabs_jupyterlab.ssh.connection import SshError, SshTarget, _proxy_argv
 from databrickslabs_jupyterlab.sshconfigfile import SshConfigError, locked, remove_host, update_host
-from databrickslabs_jupyterlab.workspace import ClusterInfo
+from databrickslabs_jupyterlab.workspace import ClusterInfo, NoSuchCluster, WorkspaceError
+from tests.test_clusters import make, until
 
 # --------------------------------------------------------------------------------------------
 # 4. Values written into ~/.ssh/config and expanded into ProxyCommand
@@ -166,3 +168,69 @@ def test_secret_names_cover_api_keys_and_the_metadata_service(name: str) -> None
 def test_harmless_lines_stay_as_they_are() -> None:
     for line in ("error_code: RESOURCE_DOES_NOT_EXIST", "GET https://host/api/2.1/clusters/get"):
         assert debuglog.redact(line) == line
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Watched clusters are bounded; unknown ids cost at most one upstream read per interval
+
+
+def test_watched_clusters_are_capped_and_error_entries_go_first(tmp_path: Path) -> None:
+    async def main() -> None:
+        registry, workspace, _, _ = make(tmp_path, state="RUNNING", max_clusters=3)
+        for cid in ("c1", "c2"):
+            await registry.connection("demo", cid)
+        workspace.fail = WorkspaceError(
+            "Forbidden.", status=403, code="workspace_permission_denied"
+        )
+        errored = await registry.connection("demo", "e1")
+        assert errored.state == "error" and errored.info is None
+        workspace.fail = None
+        await registry.connection("demo", "c3")  # full: the error-only entry makes room
+        assert registry.get("demo", "e1") is None
+        assert sorted(c.cluster_id for c in registry.connections()) == ["c1", "c2", "c3"]
+        for cid in ("c2", "c3"):
+            registry.board.set(f"k-{cid}", "demo", cid, "running")
+        await registry.connection("demo", "c4")  # full again: the one without kernels goes
+        assert sorted(c.cluster_id for c in registry.connections()) == ["c2", "c3", "c4"]
+        registry.board.set("k-c4", "demo", "c4", "running")
+        with pytest.raises(WorkspaceError) as caught:  # all in use: a clear refusal
+            await registry.connection("demo", "c5")
+        assert caught.value.status == 429 and caught.value.code == "too_many_clusters"
+        assert len(list(registry.connections())) == 3
+        await registry.stop()
+
+    asyncio.run(main())
+
+
+def test_idle_entries_are_evicted_unless_kernels_use_them(tmp_path: Path) -> None:
+    async def main() -> None:
+        registry, _, _, _ = make(tmp_path, state="RUNNING", idle_evict=0.2, idle_pause=0.1)
+        await registry.connection("demo", "idle")
+        busy = await registry.connection("demo", "busy")
+        registry.board.set("k1", "demo", "busy", "running")
+        await until(lambda: registry.get("demo", "idle") is None, timeout=10)
+        assert registry.get("demo", "busy") is busy
+        await registry.stop()
+
+    asyncio.run(main())
+
+
+def test_unknown_ids_cost_one_upstream_read_per_interval(tmp_path: Path) -> None:
+    async def main() -> None:
+        registry, workspace, _, _ = make(tmp_path, state="RUNNING", unknown_read_interval=30.0)
+        for _ in range(50):
+            with pytest.raises(NoSuchCluster):
+                await registry.connection("demo", "missing")
+        assert workspace.calls.count("get") == 1
+        workspace.fail = WorkspaceError(
+            "Forbidden.", status=403, code="workspace_permission_denied"
+        )
+        conn = await registry.connection("demo", "denied")
+        before = len(workspace.calls)
+        for _ in range(50):
+            await registry.connection("demo", "denied")
+        await asyncio.sleep(0.3)  # thirty refresh intervals of a known cluster
+        assert len(workspace.calls) - before <= 1 and conn.state == "error"
+        await registry.stop()
+
+    asyncio.run(main())
