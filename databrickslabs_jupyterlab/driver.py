@@ -395,12 +395,13 @@ class DriverAccess:
     def __init__(self, settings: DriverSettings, ssh_check_timeout: float) -> None:
         self.settings = settings
         self.check_settings = settings.with_overrides(connect_timeout=ssh_check_timeout)
-        self._host_keys: Any = None
+        self._host_keys: dict[str, Any] = {}
 
-    def host_keys(self) -> Any:
-        if self._host_keys is None:
-            self._host_keys = ssh.HostKeyStore(self.settings.state_path)
-        return self._host_keys
+    def host_keys(self, profile: str) -> Any:
+        """The pinned host keys of the profile's workspace."""
+        if profile not in self._host_keys:
+            self._host_keys[profile] = ssh.HostKeyStore.for_profile(self.settings, profile)
+        return self._host_keys[profile]
 
     async def _target(self, profile: str, info: ClusterInfo) -> Any:
         return await asyncio.to_thread(transport.ssh_target, info, profile, self.settings)
@@ -413,14 +414,14 @@ class DriverAccess:
                 error = await ssh.check_reachable(
                     target,
                     self.check_settings,
-                    host_keys=self.host_keys(),
+                    host_keys=self.host_keys(profile),
                     driver_start=info.driver_start,
                 )
                 return Probe(error is None, error)
             conn = await ssh.connect(
                 target,
                 self.check_settings,
-                host_keys=self.host_keys(),
+                host_keys=self.host_keys(profile),
                 driver_start=info.driver_start,
             )
         except ssh.SshError as err:
@@ -443,7 +444,7 @@ class DriverAccess:
                 conn = await ssh.connect(
                     target,
                     self.settings,
-                    host_keys=self.host_keys(),
+                    host_keys=self.host_keys(profile),
                     driver_start=info.driver_start,
                 )
                 return DriverLink(conn, target.user)

@@ -2,9 +2,15 @@
 
 asyncssh is never given ``~/.ssh/known_hosts``: a driver's address is reused by other VMs and
 its key changes with every restart, so OpenSSH's file would either be wrong or be edited behind
-the user's back. Instead one small JSON file per cluster, ``<state_dir>/known_hosts/<id>.json``
-(``{key, driver_start, recorded_at}``, times in milliseconds since the epoch like the Databricks
-API), remembers the key seen first (trust on first use).
+the user's back. Instead one small JSON file per workspace and cluster,
+``<state_dir>/known_hosts/<workspace host>/<id>.json`` (``{key, driver_start, recorded_at}``,
+times in milliseconds since the epoch like the Databricks API), remembers the key seen first
+(trust on first use). Cluster ids are unique only within a workspace, so a pin is never shared
+by two. A record of the first releases, ``known_hosts/<id>.json`` (no workspace), is moved to
+the workspace that asks for it first; jump hosts (``jump-<host>-<port>``) stay there.
+
+A record that cannot be read counts as a changed key: re-pinning whatever key is offered would
+let a corrupted (or deliberately broken) file turn trust on first use back on.
 
 A key may only change together with the driver: Databricks gives a restarted driver a new VM and
 thus a new key, and reports the driver's start time. A changed key without a newer start is
@@ -26,6 +32,7 @@ import os
 import re
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +41,7 @@ import asyncssh
 from . import vocabulary
 
 if TYPE_CHECKING:
+    from .settings import DriverSettings
     from .ssh.connection import HostKeyChanged
 
 log = logging.getLogger(__name__)
@@ -75,39 +83,106 @@ def _changed(message: str) -> HostKeyChanged:
 
 class HostKeyStore:
     """The pinned keys under ``<state_dir>/known_hosts``; every file there is private (0600 in a
-    0700 folder) and replaced atomically, so a crash never leaves half a record."""
+    0700 folder) and replaced atomically, so a crash never leaves half a record.
 
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+    ``workspace`` (a host or URL) keys the cluster records; without one (and without a profile
+    to find it) the records of the first releases, keyed by cluster id only, are used."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        workspace: str | None = None,
+        *,
+        profile: str | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.folder = Path(state_dir).expanduser() / "known_hosts"
+        self._workspace = _workspace_name(workspace) if workspace else None
+        self._profile = (profile, config_file) if profile and not workspace else None
+
+    @classmethod
+    def for_profile(cls, settings: DriverSettings, profile: str | None) -> HostKeyStore:
+        """The store of a profile's workspace; the config file is read on first file work
+        (which runs in a worker thread), never here."""
+        return cls(
+            settings.state_path, profile=profile, config_file=settings.databricks_config_file
+        )
+
+    @property
+    def workspace(self) -> str | None:
+        """The folder name of the workspace (its host), None when unknown (blocking once)."""
+        if self._profile is not None:
+            from .workspace import list_profiles
+
+            profile, config_file = self._profile
+            self._profile = None
+            try:
+                hosts = [p.host for p in list_profiles(config_file) if p.name == profile]
+            except Exception as exc:  # noqa: BLE001 - no config: the cluster-only records
+                log.debug("No workspace for the host keys of profile %s: %s", profile, exc)
+                hosts = []
+            try:
+                self._workspace = _workspace_name(hosts[0]) if hosts and hosts[0] else None
+            except ValueError:
+                log.warning("Profile %s has a host that is not a host name", profile)
+        return self._workspace
 
     # -- files (blocking: a worker thread when called from async code) ------------------------
 
-    def path(self, name: str) -> Path:
-        """The record file of a cluster id or of a jump host's ``jump-...`` name."""
+    @staticmethod
+    def _check_name(name: str) -> str:
         if not (vocabulary.is_cluster_id(name) or _RECORD_NAME.fullmatch(name)):
             raise ValueError(f"{name!r} is not a cluster id or host key record name")
-        return self.folder / f"{name}.json"
+        return name
+
+    def _legacy_path(self, name: str) -> Path:
+        return self.folder / f"{self._check_name(name)}.json"
+
+    def path(self, name: str) -> Path:
+        """The record file of a cluster id (in its workspace's folder) or of a jump host's
+        ``jump-...`` name."""
+        legacy = self._legacy_path(name)
+        workspace = None if name.startswith("jump-") else self.workspace
+        return self.folder / workspace / legacy.name if workspace else legacy
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        """The record at ``path``; None when there is none; ``{"malformed": why}`` when there
+        is a file that is not a record (judged as a changed key)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # no record (the folder missing or not a folder: writing says so)
+        except (OSError, ValueError) as exc:
+            log.warning("Unreadable host key record %s: %s", path, exc)
+            return {"malformed": f"{type(exc).__name__}", "path": str(path)}
+        key = data.get("key") if isinstance(data, dict) else None
+        if not isinstance(key, str) or len(key.split()) != 2:
+            log.warning("Malformed host key record %s", path)
+            return {"malformed": "no key in it", "path": str(path)}
+        return data
 
     def _load(self, name: str) -> dict[str, Any] | None:
         path = self.path(name)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("Ignoring unreadable host key record %s: %s", path, exc)
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
-            log.warning("Ignoring malformed host key record %s", path)
-            return None
-        return data
+        record = self._read(path)
+        legacy = self._legacy_path(name)
+        if record is None and path != legacy:
+            record = self._read(legacy)
+            if record is not None and "malformed" not in record:
+                self._write(path, record)
+                legacy.unlink(missing_ok=True)
+                log.info("Moved the host key record of %s to %s", name, path)
+        return record
 
     def _save(self, name: str, text: str, driver_start: int | None) -> None:
-        target = self.path(name)
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o700)
         record = {"key": text, "driver_start": driver_start, "recorded_at": _now_ms()}
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".tmp")
+        self._write(self.path(name), record)
+
+    def _write(self, target: Path, record: dict[str, Any]) -> None:
+        name = target.stem
+        for folder in {self.folder, target.parent}:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(record, f)
@@ -137,6 +212,12 @@ class HostKeyStore:
         than the moment the old key was recorded). The same key with a newer start refreshes
         the start, so that the next restart is judged against it."""
         text = key_text(key)
+        if record is not None and "malformed" in record:
+            raise _changed(
+                f"Connection refused: the recorded host key of {what} in {record['path']} cannot "
+                f"be read ({record['malformed']}), so the key offered ({key.get_fingerprint()}) "
+                "cannot be checked. If you trust it, delete that file and connect again."
+            )
         if record is None:
             log.info("Recording the host key of %s (%s)", what, key.get_fingerprint())
             return True
@@ -165,7 +246,8 @@ class HostKeyStore:
 
     def recorded(self, cluster_id: str) -> dict[str, Any] | None:
         """The record for ``cluster_id``, or None when there is none (or it is unreadable)."""
-        return self._load(_cluster(cluster_id))
+        record = self._load(_cluster(cluster_id))
+        return None if record is None or "malformed" in record else record
 
     def check(self, cluster_id: str, key: asyncssh.SSHKey, driver_start: int | None) -> None:
         """Accept and remember ``key`` for ``cluster_id``, or raise HostKeyChanged."""
@@ -175,8 +257,9 @@ class HostKeyStore:
 
     def forget(self, cluster_id: str) -> None:
         """Drop the record, so that the next connection trusts the key it is offered."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path(_cluster(cluster_id)).unlink()
+        name = _cluster(cluster_id)
+        for path in {self.path(name), self._legacy_path(name)}:
+            path.unlink(missing_ok=True)
 
     # -- asynchronous API (file work in a thread) -------------------------------------------
 
@@ -191,7 +274,7 @@ class HostKeyStore:
 
     async def pin(self, name: str, driver_start: int | None, what: str) -> HostKeyPin:
         """Load the record of ``name`` for one connection; see HostKeyPin."""
-        self.path(name)  # refuse a bad name before touching the disk
+        self._check_name(name)  # refuse a bad name before touching the disk
         record = await asyncio.to_thread(self._load, name)
         return HostKeyPin(self, name, record, driver_start, what)
 
@@ -227,6 +310,18 @@ class HostKeyPin:
         text, self._pending = self._pending, None
         if text is not None:
             await asyncio.to_thread(self.store._save, self.name, text, self.driver_start)
+
+
+def _workspace_name(host: str) -> str:
+    """A folder name for a workspace: its host name (and port), lower-cased."""
+    parts = urllib.parse.urlsplit(host if "://" in host else f"https://{host}")
+    try:
+        name, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        name, port = "", None
+    if not vocabulary.is_hostname(name) or name.startswith("."):
+        raise ValueError(f"{host!r} is not a workspace host")
+    return f"{name}_{port}" if port else name
 
 
 def _cluster(cluster_id: str) -> str:

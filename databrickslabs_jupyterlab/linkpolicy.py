@@ -57,6 +57,7 @@ async def judge(
     driver_start: int | None,
     read_cluster: Callable[[], Awaitable[Any]],
     timeout: float = LINK_CHECK_TIMEOUT,
+    profile: str | None = None,
 ) -> Verdict:
     """Look at the cluster (``read_cluster`` returns a ``workspace.ClusterInfo``) and, when it
     runs on the same driver, log in to ``target`` again."""
@@ -78,7 +79,7 @@ async def judge(
             "reconfigure the cluster (status bar) to restart it",
         )
     try:
-        host_keys = ssh.HostKeyStore(settings.state_path)
+        host_keys = ssh.HostKeyStore.for_profile(settings, profile)
         check = ssh.check_reachable(
             target, settings, host_keys=host_keys, driver_start=driver_start
         )
@@ -182,7 +183,13 @@ class LinkWatch:
 
     async def _check_lost_link(self, generation: int) -> None:
         assert self.settings is not None
-        verdict = await judge(self._target, self.settings, self._driver_start, self._read_cluster)
+        verdict = await judge(
+            self._target,
+            self.settings,
+            self._driver_start,
+            self._read_cluster,
+            profile=getattr(self, "profile", None),
+        )
         if not self._link_check_current(generation):
             return
         self._driver_gone = verdict.driver_gone

@@ -504,7 +504,7 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
             return self._conn
         assert self.settings is not None and self.profile and self.cluster_id
         target = await asyncio.to_thread(self._ssh_target)
-        host_keys = ssh.HostKeyStore(self.settings.state_path)
+        host_keys = ssh.HostKeyStore.for_profile(self.settings, self.profile)
         conn = await ssh.connect(
             target, self.settings, host_keys=host_keys, driver_start=self._driver_start
         )

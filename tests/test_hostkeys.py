@@ -210,3 +210,59 @@ def test_async_api_does_its_file_work_off_the_event_loop(
     loop_thread = asyncio.run(main())
     assert {what for what, _ in threads} == {"load", "save"}
     assert all(thread != loop_thread for _, thread in threads), threads
+
+
+# --------------------------------------------------------------------------------------------
+# A malformed record is a changed key; pins per workspace and cluster (issue 13, finding 8)
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"key": 42}', "[]", "", '{"key": "ssh-ed25519"}'])
+def test_a_malformed_record_is_refused_not_re_pinned(store: HostKeyStore, text: str) -> None:
+    store.folder.mkdir(parents=True)
+    record_file(store).write_text(text)
+    with pytest.raises(HostKeyChanged, match="cannot be read"):
+        store.check(CLUSTER, new_key(), 1_000)
+    pin = asyncio.run(store.pin(CLUSTER, 1_000, "the driver"))
+    with pytest.raises(HostKeyChanged, match="cannot be read"):
+        pin.verify(new_key())
+    assert record_file(store).read_text() == text  # left for the user to look at
+    store.forget(CLUSTER)  # the documented way out
+    store.check(CLUSTER, new_key(), 1_000)
+
+
+def test_pins_are_kept_per_workspace_and_cluster(tmp_path: Path) -> None:
+    a = HostKeyStore(tmp_path / "state", workspace="https://adb-1.azuredatabricks.net/")
+    b = HostKeyStore(tmp_path / "state", workspace="https://dbc-2.cloud.databricks.com")
+    key_a, key_b = new_key(), new_key()
+    a.check(CLUSTER, key_a, 1_000)
+    b.check(CLUSTER, key_b, 1_000)  # the same id in another workspace: its own first use
+    with pytest.raises(HostKeyChanged):
+        a.check(CLUSTER, key_b, 1_000)  # b's key is no excuse in a
+    assert a.recorded(CLUSTER)["key"] == key_text(key_a)  # type: ignore[index]
+    assert a.path(CLUSTER) != b.path(CLUSTER)
+    assert a.path(CLUSTER).parent.parent == b.path(CLUSTER).parent.parent == a.folder
+
+
+def test_an_old_cluster_only_record_moves_to_its_workspace(tmp_path: Path) -> None:
+    legacy = HostKeyStore(tmp_path / "state")
+    key = new_key()
+    legacy.check(CLUSTER, key, 1_000)
+    old_file = legacy.path(CLUSTER)
+    store = HostKeyStore(tmp_path / "state", workspace="https://adb-1.azuredatabricks.net")
+    store.check(CLUSTER, key, 1_000)  # the old pin still holds...
+    with pytest.raises(HostKeyChanged):
+        store.check(CLUSTER, new_key(), 1_000)  # ...and still refuses a changed key
+    assert not old_file.exists() and store.path(CLUSTER).exists()
+    other = HostKeyStore(tmp_path / "state", workspace="https://dbc-2.cloud.databricks.com")
+    other.check(CLUSTER, new_key(), 1_000)  # claimed by the first workspace that asked
+
+
+def test_for_profile_reads_the_workspace_of_the_profile(tmp_path: Path) -> None:
+    from databrickslabs_jupyterlab.settings import DriverSettings
+
+    cfg = tmp_path / "databrickscfg"
+    cfg.write_text("[demo]\nhost = https://adb-1.azuredatabricks.net\ntoken = x\n")
+    settings = DriverSettings(state_dir=str(tmp_path / "state"), databricks_config_file=str(cfg))
+    store = HostKeyStore.for_profile(settings, "demo")
+    assert store.workspace == "adb-1.azuredatabricks.net"
+    assert HostKeyStore.for_profile(settings, "absent").workspace is None
