@@ -154,7 +154,7 @@ def build_openapi() -> dict[str, Any]:
                 "ssh": {"$ref": "#/components/schemas/Ssh"},
                 "transport": {
                     "type": "string",
-                    "enum": ["ssh", "ssh-tunnel", "command-api"],
+                    "enum": ["ssh", "ssh-tunnel", "command-api", None],
                     "nullable": True,
                     "description": "How the cluster is reached: ssh (a Host entry named after "
                     "the cluster, or the driver's public DNS on the SSH port), ssh-tunnel (the "

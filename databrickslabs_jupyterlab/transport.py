@@ -21,6 +21,8 @@ anything is changed. It reads the SSH config: call it in a thread from async cod
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,22 +100,36 @@ def tunnel_cluster(proxy_command: str | None) -> str | None:
     return None
 
 
-def tunnel_alias(ssh_config_file: str | Path, cluster_id: str) -> str | None:
-    """The first ``Host`` of the SSH config written for exactly one name whose ProxyCommand is
-    the Databricks CLI's tunnel to ``cluster_id`` (as ``databricks ssh setup`` writes it)."""
-    path = Path(ssh_config_file).expanduser()
-    if not path.is_file():
-        return None
-    config = SshConfig.load(path)
-    for block in config.blocks():
-        if block.kind != "host":
+def _host_names(path: Path, depth: int = 0) -> list[str]:
+    """The literal names of the ``Host`` lines of an SSH config and of the files it includes
+    (``databricks ssh setup`` writes its blocks into an included folder), in reading order."""
+    if depth > 16 or not path.is_file():
+        return []
+    names: list[str] = []
+    for line in SshConfig.load(path).lines:
+        words = split_args(line.strip())
+        if len(words) < 2:
             continue
-        for name in block.patterns:
-            if any(c in name for c in "*?!"):
-                continue
-            command = host_entry(path, name).proxy_command
-            if tunnel_cluster(command) == cluster_id:
-                return name
+        key = words[0].lower()
+        if key == "host":
+            names += [w for w in words[1:] if not any(c in w for c in "*?!")]
+        elif key == "include":
+            for pattern in words[1:]:
+                full = Path(pattern).expanduser()
+                if not full.is_absolute():
+                    full = Path("~/.ssh").expanduser() / pattern
+                for found in sorted(glob.glob(str(full))):
+                    names += _host_names(Path(found), depth + 1)
+    return names
+
+
+def tunnel_alias(ssh_config_file: str | Path, cluster_id: str) -> str | None:
+    """The first ``Host`` name of the SSH config (includes followed) whose ProxyCommand is the
+    Databricks CLI's tunnel to ``cluster_id``, as ``databricks ssh setup`` writes it."""
+    path = Path(ssh_config_file).expanduser()
+    for name in _host_names(path):
+        if tunnel_cluster(host_entry(path, name).proxy_command) == cluster_id:
+            return name
     return None
 
 
@@ -213,4 +229,10 @@ def ssh_target(info: Any, profile: str, settings: Any, wanted: str | None = None
             f"{route.why} An SSH kernel cannot start there: write a kernelspec with "
             f"--transport command-api."
         )
-    return ssh.resolve_target(info.cluster_id, info.public_dns, profile, settings, route.alias)
+    target = ssh.resolve_target(info.cluster_id, info.public_dns, profile, settings, route.alias)
+    if route.transport == TUNNEL and target.proxy_command:
+        # A check or a kernel must never start a cluster (auto-termination would never hold):
+        # the tunnel's own auto-start is turned off; starts are the lifecycle's, on request.
+        command = f"{target.proxy_command} --auto-start-cluster=false"
+        target = dataclasses.replace(target, proxy_command=command)
+    return target

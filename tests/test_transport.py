@@ -139,3 +139,10 @@ def test_an_unusable_tunnel_entry_is_said_and_the_next_route_taken(
     assert "Runtime 17.0" in route.why
     with pytest.raises(TransportImpossible, match="Runtime 17.0"):
         transport.choose(old, settings, SSH)
+
+
+def test_a_tunnel_target_never_starts_the_cluster(settings: DriverSettings) -> None:
+    write(settings, TUNNEL_BLOCK.replace("--profile=dev", "--auto-start-cluster=true"))
+    target = transport.ssh_target(info(driver={"start_timestamp": 1}), "dev", settings)
+    assert target.host == "my-box" and target.user == "root"
+    assert target.proxy_command.endswith(" --auto-start-cluster=true --auto-start-cluster=false")

@@ -167,6 +167,11 @@ class _Client(asyncssh.SSHClient):
         try:
             return await asyncio.to_thread(_load_identity, hop)
         except SshError as exc:
+            if not await asyncio.to_thread(_identity_exists, hop):
+                exc = SshAuthFailed(
+                    f"The ProxyCommand for the {hop.label} left no key at {hop.identity_file} "
+                    "(the Databricks SSH tunnel writes it there when it connects)."
+                )
             self.refusal = exc
             return None
 
