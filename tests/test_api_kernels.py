@@ -92,7 +92,7 @@ async def _run(km: Any, code: str) -> str:
     kc = km.client()
     kc.start_channels()
     try:
-        await kc.wait_for_ready(timeout=30)
+        await kc.wait_for_ready(timeout=90)
         out: list[str] = []
         reply = await kc.execute_interactive(
             code,

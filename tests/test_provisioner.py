@@ -140,7 +140,7 @@ async def _start(kernel_name: str) -> tuple[AsyncKernelManager, Any]:
     await km.start_kernel()
     kc = km.client()
     kc.start_channels()
-    await kc.wait_for_ready(timeout=30)
+    await kc.wait_for_ready(timeout=90)
     return km, kc
 
 
@@ -262,7 +262,7 @@ def test_interrupt_restart_shutdown_via_sshd(sshd_kernel: str, sshd: Any) -> Non
 
         await _run(kc, "x = 'before restart'")
         await km.restart_kernel()
-        await kc.wait_for_ready(timeout=30)
+        await kc.wait_for_ready(timeout=90)
         assert await _wait_gone(pid), "the old kernel survived the restart"
         new_pid = km.provisioner.pid
         assert new_pid != pid and _alive(new_pid)
@@ -509,7 +509,7 @@ def test_blocking_kernel_manager_like_jupyter_console(sim_kernel: str) -> None:
     try:
         kc = km.client()
         kc.start_channels()
-        kc.wait_for_ready(timeout=30)
+        kc.wait_for_ready(timeout=90)
         time.sleep(0.5)  # idle time without any jupyter_client call
         outputs: list[str] = []
         reply = kc.execute_interactive(
@@ -546,7 +546,7 @@ async def test_kernel_in_jupyter_server(
     kc = km.client()
     kc.start_channels()
     try:
-        await kc.wait_for_ready(timeout=30)
+        await kc.wait_for_ready(timeout=90)
         assert board.get(kernel_id).state == "running"
         _, out = await _run(kc, "import os\nprint(os.environ['DBJL_CLUSTER_ID'])")
         assert out == [running_cluster.cluster_id + "\n"]
@@ -731,6 +731,7 @@ def test_restart_and_shutdown_cancel_a_pending_attach(sim_kernel: str, tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)
 @pytest.mark.skipif(not HAVE_PYSPARK, reason="pyspark is not importable here")
 @pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java")
 def test_spark_attaches_for_real(sim_kernel: str) -> None:
@@ -806,7 +807,7 @@ def test_driver_settings_reach_the_kernel_with_one_precedence(
     try:
         kc = km.client()
         kc.start_channels()
-        kc.wait_for_ready(timeout=30)
+        kc.wait_for_ready(timeout=90)
         outputs: list[str] = []
         reply = kc.execute_interactive(
             "import os\nprint(os.environ.get('DBJL_TEST_PYTHON_VIA'), os.environ['PYSPARK_PYTHON'])",

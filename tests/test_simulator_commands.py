@@ -33,7 +33,7 @@ from databrickslabs_jupyterlab.simulator import SimulatorThread
 from tests.fixtures.simulator import SimProfile
 from tests.test_simulator import http
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(360)  # a Spark start on a loaded 2-core machine
 
 # Read before the autouse fixture clears DBJL_* variables.
 PYSPARK_PATH = os.environ.get("DBJL_TEST_PYSPARK_PATH") or None
