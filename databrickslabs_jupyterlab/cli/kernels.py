@@ -18,7 +18,7 @@ from ..vocabulary import RUNNING
 from ..workspace import ClusterInfo
 from .context import Context, StepPrinter, cluster
 from .errors import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, CliError, ws_call
-from .output import confirm, out, print_json
+from .output import confirm, out, print_json, progress
 
 
 def specs(profile: str | None, cluster_id: str | None) -> list[dict[str, str]]:
@@ -63,12 +63,36 @@ async def prepare_driver(ctx: Context, ws: Any, info: ClusterInfo) -> list[str]:
         await link.close()
 
 
+async def _cluster_and_transport(ctx: Context) -> tuple[Any, ClusterInfo, str]:
+    """The cluster and the kernel's transport: ``--transport`` when given (an impossible one is
+    a usage error, before anything is written), else command-api when the cluster cannot be
+    reached over SSH (standard access mode, no public IP and no tunnel entry), else SSH."""
+    from .. import kernelspecs, transport
+
+    asked = getattr(ctx.args, "transport", None)
+    if not ctx.args.id:  # the picker lists the clusters that carry the key
+        ws, info = await cluster(ctx)
+        return ws, info, asked or kernelspecs.SSH
+    ws = await ctx.workspace()
+    info = await ctx.read_cluster(ws, ctx.args.id)
+    try:
+        route = await asyncio.to_thread(transport.choose, info, ctx.settings, asked)
+    except transport.TransportImpossible as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    if route.transport == transport.COMMAND_API:
+        if asked is None:
+            progress(f"=> {route.why}")
+        return ws, info, kernelspecs.COMMAND_API
+    if route.transport == transport.SSH and route.alias is None:
+        ws, info = await cluster(ctx)  # classic SSH: the key must be on the cluster
+    return ws, info, kernelspecs.SSH
+
+
 async def create_kernelspec(ctx: Context) -> None:
     from .. import kernelspecs
 
     env = kernel_env(ctx.args)
-    transport = getattr(ctx.args, "transport", None) or kernelspecs.SSH
-    ws, info = await cluster(ctx)
+    ws, info, transport = await _cluster_and_transport(ctx)
     running = info.state in RUNNING
     # A command-api kernel needs nothing on the driver (and no SSH to it).
     ssh = transport == kernelspecs.SSH

@@ -16,6 +16,7 @@ examples:
   {PROG} PROFILE -r -i CLUSTER_ID    start the cluster, add the key, log in, install libraries
   {PROG} PROFILE -l -i CLUSTER_ID    the same (libraries only when missing), then JupyterLab
   {PROG} PROFILE -k -i ID -e A=1     a kernelspec whose remote kernel gets A=1 in its environment
+  {PROG} PROFILE -s -i ID --tunnel   SSH through the Databricks SSH tunnel (no public IP needed)
   {PROG} PROFILE -k -i ID --transport command-api
                                      a kernelspec without SSH (REST 1.2 execution context)
   {PROG} -n EXPORT.html              import a Databricks HTML export as <name>.ipynb (experimental)
@@ -160,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "-s", "--ssh-config", action="store_true", help="Configure SSH access for a cluster"
+    )
+    p.add_argument(
+        "--tunnel",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="NAME",
+        help="-s: through the Databricks SSH tunnel instead (runs 'databricks ssh setup'; needs "
+        "the Databricks CLI 0.269+, a dedicated cluster and Databricks Runtime 17+; NAME is the "
+        "SSH Host, by default the cluster id)",
     )
     p.add_argument(
         "-v", "--version", action="store_true", help="Show the version of databrickslabs-jupyterlab"
