@@ -328,3 +328,68 @@ def test_cli_writes_a_command_api_kernelspec(
     assert "--transport only applies to -k" in capsys.readouterr().err
     assert cli.main(["demo", "-k", "-i", cid, "--transport", "telnet"]) == cli.EXIT_USAGE
     assert "invalid choice: 'telnet'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ Jupyter server
+
+
+@pytest.fixture
+def jp_server_config(sim_profile: Any) -> Any:
+    from tests.test_api import server_config
+
+    config = server_config(sim_profile)
+    config["KernelRestarter"] = {"time_to_dead": 0.5}  # a wrong auto-restart would show
+    return config
+
+
+async def test_in_jupyter_server_like_an_ssh_kernel(
+    sim_profile: Any,
+    jp_fetch: Any,
+    jp_serverapp: Any,
+    jp_data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kernel endpoint, cluster status and events, and the cluster's start restarting a kernel
+    whose context was lost: as for an SSH kernel (tests/test_api_kernels.py)."""
+    from tests.test_api import Client, assert_no_secret
+    from tests.test_api_kernels import _connected, _kernel, _run, _until_kernel
+
+    monkeypatch.setenv("DBJL_COMMAND_CHECK_INTERVAL", "0.5")
+    client = Client(jp_fetch)
+    sim, cid = sim_profile.simulator, sim_profile.cluster_id
+    await _connected(client, sim_profile)
+    ksm = KernelSpecManager(data_dir=str(jp_data_dir))
+    name = kernelspecs.create_kernelspec(
+        "demo", cid, "sim-cluster", env="lab", manager=ksm, transport="command-api"
+    )
+    reply = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}))
+    kernel_id = json.loads(reply.body)["id"]
+    km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    body = await _until_kernel(client, kernel_id, {"running"}, 30)
+    assert body["cluster_id"] == cid
+    assert {"kernel_id": kernel_id, "kernel_state": "running"} in body["cluster"]["kernels"]
+    assert await _run(km, "print(6 * 7)") == "42\n"
+    first = km.provisioner.context_id
+
+    await asyncio.to_thread(sim.terminate, cid)
+    body = await _until_kernel(client, kernel_id, {"disconnected", "dead"}, 20)
+    assert body["kernel_state"] == "disconnected"
+    await asyncio.to_thread(sim.wait_state, cid, "TERMINATED")
+    await client.until(sim_profile, {"terminated"}, timeout=20)
+    body = await _kernel(client, kernel_id)
+    assert body["kernel_state"] == "disconnected"
+    said = [e["message"] for e in body["cluster"]["events"] if kernel_id in e["message"]]
+    assert any("TERMINAT" in m and "start the cluster" in m for m in said), said
+
+    # The cluster's start restarts the kernel: a new context, and cells run again.
+    await _connected(client, sim_profile)
+    body = await _until_kernel(client, kernel_id, {"running", "dead"}, 60)
+    assert body["kernel_state"] == "running"
+    assert await _run(km, "print(6 * 7)") == "42\n"
+    assert km.provisioner.context_id not in (None, first)
+    assert contexts(sim_profile) == [km.provisioner.context_id]
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    assert contexts(sim_profile) == []
+    assert board.get(kernel_id).state == "dead"
+    assert_no_secret(sim_profile, client, caplog)
