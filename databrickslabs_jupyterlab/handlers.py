@@ -138,7 +138,7 @@ class ClustersHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        profile = await self.check_profile(self.get_query_argument("profile", None))
+        profile = await self.check_profile(self.get_query_argument("profile", None, strip=False))
         try:
             workspace = await self.registry.workspace(profile)
             clusters = await workspace.list_clusters()
@@ -165,8 +165,8 @@ class ClusterStatusHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self, profile: str, cluster_id: str) -> None:
-        wait_arg = self.get_query_argument("wait", None)
-        since_arg = self.get_query_argument("since", None)
+        wait_arg = self.get_query_argument("wait", None, strip=False)
+        since_arg = self.get_query_argument("since", None, strip=False)
         wait = since = None
         if wait_arg is not None or since_arg is not None:
             try:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from . import kernelstate
+from . import kernelstate, vocabulary
 from .clusters import ClusterConnection, ServiceSettings
 from .driver import DriverAccess
 from .operations import RestartKernels
@@ -139,6 +139,8 @@ class ClusterRegistry:
         return self._connections.get((profile, cluster_id))
 
     def watch(self, profile: str, cluster_id: str) -> ClusterConnection:
+        if not (vocabulary.is_profile(profile) and vocabulary.is_cluster_id(cluster_id)):
+            raise ValueError(f"{profile!r}/{cluster_id!r} is not a profile and cluster id")
         key = (profile, cluster_id)
         conn = self._connections.get(key)
         if conn is None:
