@@ -194,19 +194,35 @@ def choose(info: Any, settings: Any, wanted: str | None = None) -> Route:
     )
 
 
-def _tunnel(info: Any, mode: str | None, alias: str | None, config_file: str) -> Route:
+def tunnel_refusal(info: Any) -> str | None:
+    """Why the Databricks SSH tunnel cannot reach this cluster (one sentence), or None."""
     cid = info.cluster_id
+    mode = access_mode(info)
     if mode is not None and mode not in TUNNEL_MODES:
-        raise TransportImpossible(
+        return (
             f"The Databricks SSH tunnel needs a cluster dedicated to one user; cluster {cid} "
             f"uses {_mode_words(mode)}: use --transport command-api, or a dedicated cluster."
         )
+    raw = getattr(info, "raw", None) or {}
+    if mode in TUNNEL_MODES and "single_user_name" in raw and not raw["single_user_name"]:
+        return (
+            f"The Databricks SSH tunnel needs a cluster dedicated to one user; cluster {cid} "
+            "is dedicated to a group: use --transport command-api."
+        )
     version = runtime_version(info.spark_version)
     if version is not None and version < TUNNEL_MIN_RUNTIME:
-        raise TransportImpossible(
+        return (
             f"The Databricks SSH tunnel needs Databricks Runtime 17.0 or newer; cluster {cid} "
             f"runs {info.spark_version}: upgrade its runtime, or use --transport command-api."
         )
+    return None
+
+
+def _tunnel(info: Any, mode: str | None, alias: str | None, config_file: str) -> Route:
+    cid = info.cluster_id
+    refusal = tunnel_refusal(info)
+    if refusal is not None:
+        raise TransportImpossible(refusal)
     if alias is None:
         raise TransportImpossible(
             f"{config_file} has no Databricks SSH tunnel entry for cluster {cid}: run "

@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.simulator",
     "tests.fixtures.sshd",
     "tests.fixtures.driverpython",
+    "tests.fixtures.cli",
 ]
 
 

@@ -8,20 +8,19 @@ sees it.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from databrickslabs_jupyterlab import __version__, cli, kernelspecs, mirror
 from databrickslabs_jupyterlab.cli import profiles, setup
 from databrickslabs_jupyterlab.simulator import make_keypair
+from tests.fixtures.cli import one_sentence_error
 from tests.fixtures.wheels import build_wheel
 
 
@@ -34,35 +33,6 @@ def private_jupyter(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     return data
-
-
-class Run:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def __repr__(self) -> str:
-        return f"Run(code={self.code}, out={self.out!r}, err={self.err!r})"
-
-
-@pytest.fixture
-def dj(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    def run(*args: str, stdin: str = "") -> Run:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = cli.main(list(args))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
-
-
-def one_sentence_error(run: Run) -> str:
-    lines = [line for line in run.err.splitlines() if line.startswith("databrickslabs-jupyterlab:")]
-    assert len(lines) == 1, run
-    assert "Traceback" not in run.err
-    return lines[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -206,6 +206,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise CliError("-e only applies to -k.", EXIT_USAGE)
     if getattr(args, "transport", None) and not args.kernelspec:
         raise CliError("--transport only applies to -k.", EXIT_USAGE)
+    if args.tunnel is not None and not args.ssh_config:
+        raise CliError("--tunnel only applies to -s.", EXIT_USAGE)
     from .kernels import kernel_env
 
     kernel_env(args)  # a wrong -e is a usage error before any workspace call
@@ -231,9 +233,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.ssh_config:
         if not args.id:
             raise CliError("-s needs the cluster id: -s -i CLUSTER_ID.", EXIT_USAGE)
-        from .keys import configure_ssh
+        if args.tunnel is not None:
+            from .tunnel import setup_tunnel
 
-        asyncio.run(configure_ssh(ctx))
+            asyncio.run(setup_tunnel(ctx))
+        else:
+            from .keys import configure_ssh
+
+            asyncio.run(configure_ssh(ctx))
     if not actions:
         if not (args.ssh_config or args.clipboard):
             from .profiles import show_profile

@@ -167,13 +167,13 @@ class _Client(asyncssh.SSHClient):
         try:
             return await asyncio.to_thread(_load_identity, hop)
         except SshError as exc:
-            if not await asyncio.to_thread(_identity_exists, hop):
-                exc = SshAuthFailed(
-                    f"The ProxyCommand for the {hop.label} left no key at {hop.identity_file} "
-                    "(the Databricks SSH tunnel writes it there when it connects)."
-                )
             self.refusal = exc
-            return None
+        if not await asyncio.to_thread(_identity_exists, hop):
+            self.refusal = SshAuthFailed(
+                f"The ProxyCommand for the {hop.label} left no key at {hop.identity_file} "
+                "(the Databricks SSH tunnel writes it there when it connects)."
+            )
+        return None
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
