@@ -50,7 +50,7 @@ class ClusterRegistry:
             self.settings.driver, self.settings.ssh_check_timeout
         )
         self._workspace_factory = workspace_factory
-        self.board = board or kernelstate.board
+        self.board = board if board is not None else kernelstate.board
         self._connections: dict[tuple[str, str], ClusterConnection] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -14,6 +14,7 @@ import configparser
 import itertools
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,7 +288,9 @@ def _status_of(err: BaseException) -> int | None:
 class Workspace:
     """One profile's workspace client; build it with :meth:`for_profile`."""
 
-    _cache: dict[tuple[Any, ...], Workspace] = {}
+    #: Clients kept at most, least recently used dropped first.
+    CACHE_SIZE = 16
+    _cache: OrderedDict[tuple[Any, ...], Workspace] = OrderedDict()
     _locks: dict[tuple[Any, ...], asyncio.Lock] = {}
 
     def __init__(self, profile: str, client: Any, host: str | None) -> None:
@@ -318,20 +321,40 @@ class Workspace:
         path = config_file_path(config_file)
         stamp = await asyncio.to_thread(_file_stamp, path)
         key = (profile, str(path), stamp, int(retry_timeout), float(http_timeout))
-        cached = cls._cache.get(key)
+        cached = cls._cached(key)
         if cached is not None:
             return cached
         lock_key = (id(asyncio.get_running_loop()), *key)
         lock = cls._locks.setdefault(lock_key, asyncio.Lock())
-        async with lock:
-            cached = cls._cache.get(key)
-            if cached is not None:
-                return cached
-            workspace = await asyncio.to_thread(
-                cls._build, profile, str(path), int(retry_timeout), float(http_timeout)
-            )
-            cls._cache[key] = workspace
-            return workspace
+        try:
+            async with lock:
+                cached = cls._cached(key)
+                if cached is not None:
+                    return cached
+                workspace = await asyncio.to_thread(
+                    cls._build, profile, str(path), int(retry_timeout), float(http_timeout)
+                )
+                cls._keep(key, workspace)
+                return workspace
+        finally:
+            cls._locks.pop(lock_key, None)  # later callers find the client in the cache
+
+    @classmethod
+    def _cached(cls, key: tuple[Any, ...]) -> Workspace | None:
+        cached = cls._cache.get(key)
+        if cached is not None:
+            cls._cache.move_to_end(key)
+        return cached
+
+    @classmethod
+    def _keep(cls, key: tuple[Any, ...], workspace: Workspace) -> None:
+        """Cache a client; older ones of the same profile and file (an earlier edit of the
+        file) go, and the least recently used beyond CACHE_SIZE."""
+        for old in [k for k in cls._cache if k[:2] == key[:2] and k != key]:
+            del cls._cache[old]
+        cls._cache[key] = workspace
+        while len(cls._cache) > max(1, cls.CACHE_SIZE):
+            cls._cache.popitem(last=False)
 
     @classmethod
     def forget(cls, profile: str | None = None) -> None:

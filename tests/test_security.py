@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from databrickslabs_jupyterlab import debuglog, vocabulary
+from databrickslabs_jupyterlab import debuglog, kernelstate, vocabulary
 from databrickslabs_jupyterlab.ssh.connection import SshError, SshTarget, _proxy_argv
 from databrickslabs_jupyterlab.sshconfigfile import SshConfigError, locked, remove_host, update_host
 from databrickslabs_jupyterlab.workspace import ClusterInfo, NoSuchCluster, WorkspaceError
@@ -234,3 +234,25 @@ def test_unknown_ids_cost_one_upstream_read_per_interval(tmp_path: Path) -> None
         await registry.stop()
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------------------------
+# 9. The kernel board forgets dead kernels
+
+
+def test_dead_kernels_leave_the_board_after_their_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(kernelstate.time, "monotonic", lambda: now[0])
+    board = kernelstate.KernelBoard(dead_ttl=60.0, max_dead=3)
+    board.set("alive", "demo", "c1", "running")
+    board.set("k0", "demo", "c1", "dead", "exited")
+    assert {r.kernel_id for r in board.for_cluster("demo", "c1")} == {"alive", "k0"}
+    now[0] += 61
+    assert [r.kernel_id for r in board.for_cluster("demo", "c1")] == ["alive"]
+    assert board.get("k0") is None
+    for i in range(1, 10):  # many kernels die within the time: only the newest few are kept
+        board.set(f"k{i}", "demo", "c1", "dead")
+    assert board.count() == 1 + 3
+    assert {r.kernel_id for r in board.for_cluster("demo", "c1")} == {"alive", "k7", "k8", "k9"}
+    now[0] += 3600
+    assert board.get("alive") is not None  # a live kernel stays however old

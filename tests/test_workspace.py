@@ -190,3 +190,29 @@ def test_dead_host_is_unavailable_within_the_retry_timeout(isolated_home):
         assert "dapi" not in failure.value.message
 
     asyncio.run(main())
+
+
+def test_client_cache_is_bounded_and_drops_stale_clients(sim_profile, monkeypatch):
+    """Every edit of the config file makes a new cache key: the stale client of the same
+    profile goes, and at most CACHE_SIZE clients (and no build lock) stay (issue 13, 9)."""
+    monkeypatch.setattr(Workspace, "_cache", type(Workspace._cache)())
+    monkeypatch.setattr(Workspace, "_locks", {})
+    monkeypatch.setattr(Workspace, "CACHE_SIZE", 2)
+    config = sim_profile.config_file
+    with open(config, "a") as f:
+        for name in ("two", "three"):
+            f.write(sim_profile.simulator.profile_text(name))
+
+    async def main() -> None:
+        for edit in range(3):
+            with open(config, "a") as f:
+                f.write(f"# edit {edit}\n")  # a new size and time: a new key
+            first = await Workspace.for_profile("demo", retry_timeout=5, http_timeout=5)
+            assert await Workspace.for_profile("demo", retry_timeout=5, http_timeout=5) is first
+            assert [k[0] for k in Workspace._cache] == ["demo"]
+        for name in ("two", "three", "demo"):
+            await Workspace.for_profile(name, retry_timeout=5, http_timeout=5)
+        assert [k[0] for k in Workspace._cache] == ["three", "demo"]  # least recently used out
+        assert Workspace._locks == {}
+
+    asyncio.run(main())
