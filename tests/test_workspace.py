@@ -203,10 +203,13 @@ def test_client_cache_is_bounded_and_drops_stale_clients(sim_profile, monkeypatc
         for name in ("two", "three"):
             f.write(sim_profile.simulator.profile_text(name))
 
+    def edit(n: int) -> None:
+        with open(config, "a") as f:
+            f.write(f"# edit {n}\n")  # a new size and time: a new key
+
     async def main() -> None:
-        for edit in range(3):
-            with open(config, "a") as f:
-                f.write(f"# edit {edit}\n")  # a new size and time: a new key
+        for n in range(3):
+            edit(n)
             first = await Workspace.for_profile("demo", retry_timeout=5, http_timeout=5)
             assert await Workspace.for_profile("demo", retry_timeout=5, http_timeout=5) is first
             assert [k[0] for k in Workspace._cache] == ["demo"]
