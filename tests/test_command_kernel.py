@@ -77,6 +77,10 @@ async def _run(kc: Any, code: str, timeout: float = 30) -> tuple[dict, list[dict
     return reply["content"], messages
 
 
+def _tables(messages: list[dict]) -> list[dict]:
+    return [m["data"] for m in messages if m["type"] == "display_data" and "text/html" in m["data"]]
+
+
 def _stdout(messages: list[dict]) -> str:
     return "".join(m["text"] for m in messages if m["type"] == "stream")
 
@@ -180,11 +184,13 @@ def test_sql_and_display_give_tables_with_spark(cmd_kernel: str) -> None:
             assert board.get(km.kernel_id).state == "running-spark"
             reply, out = await _run(kc, "%sql --limit 3 select id from range(10)", timeout=120)
             assert reply["status"] == "ok", reply
-            table = out[-1]["data"]
+            (table,) = _tables(out)
             assert "Showing 3 of 4+ rows" in table["text/plain"]
             assert "<th>id</th>" in table["text/html"]
             reply, out = await _run(kc, "display(spark.range(2))", timeout=120)
-            assert out[-1]["data"]["text/plain"].endswith("2 rows")
+            assert _tables(out)[0]["text/plain"].endswith("2 rows")
+            reply, out = await _run(kc, "dbcontext() is spark")
+            assert _stdout(out) == "True\n"
             reply, out = await _run(kc, "_sqldf.count()", timeout=120)
             assert _stdout(out) == "10\n"
         finally:
@@ -287,26 +293,6 @@ def test_notebook_runs_with_nbclient(cmd_kernel: str, running_cluster: Any) -> N
     assert nb.cells[3].outputs[0]["text"] == "42\n"
     assert nb.metadata["language_info"]["name"] == "python"
     assert contexts(running_cluster) == []
-
-
-def test_kernelspec_names_the_transport(jupyter_dirs: Path) -> None:
-    name = kernelspecs.create_kernelspec(
-        "demo", "0806-143104-skirt84", "ds", env="venv", transport="command-api"
-    )
-    spec = KernelSpecManager().get_kernel_spec(name)
-    assert name.startswith("dbcmd__")
-    assert spec.display_name == "Command API 0806-143104-skirt84 demo:ds (venv/Spark)"
-    assert spec.metadata["databricks"]["transport"] == "command-api"
-    provisioner = spec.metadata["kernel_provisioner"]["provisioner_name"]
-    assert provisioner == "databricks-command-provisioner"
-    assert "token" not in json.dumps(spec.to_dict()).lower()
-    (listed,) = kernelspecs.list_kernelspecs()
-    assert listed.transport == "command-api" and listed.name == name
-    # one spec per cluster: the SSH one replaces it
-    ssh = kernelspecs.create_kernelspec("demo", "0806-143104-skirt84", "ds", env="venv")
-    assert [s.name for s in kernelspecs.list_kernelspecs()] == [ssh]
-    with pytest.raises(ValueError, match="Unknown kernel transport"):
-        kernelspecs.kernel_json("demo", "0806-143104-skirt84", "ds", transport="telnet")
 
 
 def test_cli_writes_a_command_api_kernelspec(

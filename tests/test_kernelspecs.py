@@ -202,3 +202,28 @@ def test_list_ignores_other_kernels(ksm: KernelSpecManager, tmp_path: Path) -> N
     assert kernelspecs.list_kernelspecs(ksm) == []
     assert not kernelspecs.delete_kernelspec("ssh_lookalike", manager=ksm)
     assert "ssh_lookalike" in ksm.find_kernel_specs()
+
+
+def test_command_api_transport(ksm: KernelSpecManager) -> None:
+    name = kernelspecs.create_kernelspec(
+        "demo", "0806-143104-skirt84", "ds", env="venv", manager=ksm, transport="command-api"
+    )
+    spec = ksm.get_kernel_spec(name)
+    assert name.startswith("dbcmd__")
+    assert spec.display_name == "Command API 0806-143104-skirt84 demo:ds (venv/Spark)"
+    assert spec.metadata["databricks"]["transport"] == "command-api"
+    assert spec.argv[1:3] == ["-m", "databrickslabs_jupyterlab.commandkernel"]
+    assert spec.metadata["kernel_provisioner"]["provisioner_name"] == (
+        "databricks-command-provisioner"
+    )
+    assert KernelProvisionerFactory.instance().is_provisioner_available(spec)
+    assert "token" not in json.dumps(spec.to_dict()).lower()
+    (listed,) = kernelspecs.list_kernelspecs(ksm)
+    assert (listed.name, listed.transport) == (name, "command-api")
+    assert kernelspecs.cluster_of(spec) == ("demo", "0806-143104-skirt84")
+    # one spec per cluster and profile, whatever the transport
+    ssh = kernelspecs.create_kernelspec("demo", "0806-143104-skirt84", "ds", "venv", manager=ksm)
+    assert [(s.name, s.transport) for s in kernelspecs.list_kernelspecs(ksm)] == [(ssh, "ssh")]
+    assert "transport" not in ksm.get_kernel_spec(ssh).metadata["databricks"]
+    with pytest.raises(ValueError, match="Unknown kernel transport"):
+        kernelspecs.kernel_json("demo", "0806-1", "ds", transport="telnet")
