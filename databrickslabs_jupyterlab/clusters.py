@@ -115,6 +115,7 @@ class ClusterConnection:
         self.ssh: dict[str, Any] = {"reachable": False, "checked_at": None, "error": None}
         #: How the cluster is reached, judged at every read (see :mod:`.transport`).
         self.route: transport.Route | None = None
+        self._op_transport: str | None = None
         self.operation: dict[str, Any] | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=self.settings.event_history)
         self.not_found = False
@@ -440,8 +441,22 @@ class ClusterConnection:
     def op_running(self) -> bool:
         return self._op_task is not None and not self._op_task.done()
 
+    async def check_transport(self, wanted: str | None) -> None:
+        """:class:`~.operations.Conflict` (``transport_impossible``) when the transport asked
+        for cannot work on this cluster as last read; nothing when none was asked for."""
+        if wanted is None or self.info is None:
+            return
+        try:
+            await asyncio.to_thread(transport.choose, self.info, self.settings.driver, wanted)
+        except transport.TransportImpossible as exc:
+            raise operations.Conflict("transport_impossible", str(exc)) from None
+
     def request(
-        self, kind: str, kernel_id: str | None = None, restart_kernels: str = "never"
+        self,
+        kind: str,
+        kernel_id: str | None = None,
+        restart_kernels: str = "never",
+        transport_asked: str | None = None,
     ) -> bool:
         """Ask for ``start`` or ``reconfigure`` the way the REST API does.
 
@@ -458,6 +473,7 @@ class ClusterConnection:
         cluster_state = self.info.state if self.info else None
         if not operations.admit(kind, self.state, cluster_state, self.cluster_id):
             return False
+        self._op_transport = transport_asked
         self.start_operation(kind, kernel_id, restart_kernels)
         return True
 
@@ -565,7 +581,9 @@ class ClusterConnection:
             ready_timeout=self.settings.ssh_ready_timeout,
             kernels=self._kernel_infos,
             restart=self.registry.restart_kernels,
+            transport=self._op_transport,
         )
+        self._op_transport = None  # asked for this operation only
         # The set itself: a kernel named by a second request during the operation comes along.
         await lifecycle.run(
             kind,

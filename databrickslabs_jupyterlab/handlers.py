@@ -18,6 +18,7 @@ from . import kernelstate, vocabulary
 from .operations import Conflict
 from .registry import ClusterRegistry
 from .settings import DriverSettings
+from .transport import TRANSPORTS
 from .workspace import WorkspaceError, key_installed, public_key_for
 
 AUTH_RESOURCE = "databrickslabs-jupyterlab"
@@ -207,29 +208,30 @@ class OperationHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
     async def post(self, profile: str, cluster_id: str) -> None:
-        kernel_id, restart_kernels = self._body()
+        kernel_id, restart_kernels, transport = self._body()
         conn = await self.connection(profile, cluster_id)
         if kernel_id is not None and kernel_id not in self.kernel_manager:
             raise ApiError(404, "no_such_kernel", f"There is no kernel {kernel_id}.")
         try:
-            running = conn.request(self.kind, kernel_id, restart_kernels)
+            await conn.check_transport(transport)
+            running = conn.request(self.kind, kernel_id, restart_kernels, transport)
         except Conflict as err:
             raise ApiError(409, err.code, err.message) from None
         # 202: an operation runs (new or already running); 200: nothing to do (connected).
         self.write_json(conn.snapshot_json(), status=202 if running else 200)
 
-    def _body(self) -> tuple[str | None, str]:
-        """``kernel_id`` and ``restart_kernels`` of the optional JSON body."""
+    def _body(self) -> tuple[str | None, str, str | None]:
+        """``kernel_id``, ``restart_kernels`` and ``transport`` of the optional JSON body."""
         raw = self.request.body
         if not raw or not raw.strip():
-            return None, "never"
+            return None, "never", None
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "invalid_body", "The request body is not JSON.") from None
         if body is None:
-            return None, "never"
-        if not isinstance(body, dict) or set(body) - {"kernel_id", "restart_kernels"}:
+            return None, "never", None
+        if not isinstance(body, dict) or set(body) - {"kernel_id", "restart_kernels", "transport"}:
             raise ApiError(
                 400,
                 "invalid_body",
@@ -246,7 +248,12 @@ class OperationHandler(BaseHandler):
                 "invalid_body",
                 f"restart_kernels must be one of {', '.join(vocabulary.RESTART_CHOICES)}.",
             )
-        return kernel_id, choice
+        transport = body.get("transport")
+        if transport is not None and transport not in TRANSPORTS:
+            raise ApiError(
+                400, "invalid_body", f"transport must be one of {', '.join(TRANSPORTS)}."
+            )
+        return kernel_id, choice, transport
 
 
 class StartHandler(OperationHandler):

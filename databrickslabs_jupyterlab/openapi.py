@@ -260,6 +260,13 @@ def build_openapi() -> dict[str, Any]:
                     "if-installed (they restart when a library was installed on the driver), "
                     "always.",
                 },
+                "transport": {
+                    "type": "string",
+                    "enum": ["ssh", "ssh-tunnel", "command-api"],
+                    "description": "The transport to use (extension of v1; default: the first "
+                    "that applies, see ClusterStatus.transport). One that cannot work on this "
+                    "cluster answers 409 transport_impossible before anything changes.",
+                },
             },
         },
     }
@@ -357,14 +364,23 @@ def build_openapi() -> dict[str, Any]:
                     "The cluster is already connected: nothing was started and no kernel "
                     "restarts (the current status)",
                     "ClusterStatus",
-                )
+                ),
+                "409": _error(
+                    "The transport asked for cannot work on this cluster",
+                    ["transport_impossible"],
+                ),
             },
             "Start the cluster and prepare SSH and the driver (single-flight); a no-op on a "
             "connected cluster",
         ),
         "/clusters/{profile}/{cluster_id}/reconfigure": operation(
             "reconfigure",
-            {"409": _error("The cluster is not running", ["cluster_not_running"])},
+            {
+                "409": _error(
+                    "The cluster is not running, or the transport asked for cannot work on it",
+                    ["cluster_not_running", "transport_impossible"],
+                )
+            },
             "Check SSH and the driver libraries again, installing what is missing "
             "(single-flight); running kernels restart only as restart_kernels says",
         ),

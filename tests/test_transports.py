@@ -133,3 +133,25 @@ async def test_a_standard_access_mode_cluster_through_the_command_api(
     )
     assert await _run(km, "x = 20\nprint(x + 1)") == "21\n"
     await _terminate_and_restart(client, profile, kernel_id, km, "command-api")
+
+
+async def test_an_impossible_transport_is_409_before_anything_changes(client, sim_profile):
+    sim = sim_profile.simulator
+    cid = await asyncio.to_thread(
+        sim.add_cluster, "shared", data_security_mode="USER_ISOLATION", single_user_name=None
+    )
+    profile = dataclasses.replace(sim_profile, cluster_id=cid)
+    status = (await client.until(profile, {"terminated"}))[-1]
+    assert status["transport"] == "command-api"
+    for asked, needle in (("ssh", "allows no SSH"), ("ssh-tunnel", "dedicated to one user")):
+        code, body = await client.call(
+            "POST", "clusters", "demo", cid, "start", body=json.dumps({"transport": asked})
+        )
+        assert (code, body["error"]) == (409, "transport_impossible"), body
+        assert needle in body["message"]
+    code, body = await client.call(
+        "POST", "clusters", "demo", cid, "start", body=json.dumps({"transport": "telnet"})
+    )
+    assert (code, body["error"]) == (400, "invalid_body")
+    assert sim.cluster(cid).state == "TERMINATED"
+    assert not sim.calls().get("POST /api/2.1/clusters/start")
