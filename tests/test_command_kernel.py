@@ -165,6 +165,34 @@ def test_table_results_are_the_ssh_kernels_tables() -> None:
     assert limited.endswith("Showing 1 of 2+ rows")
 
 
+def test_errors_and_images_as_a_real_driver_words_them() -> None:
+    """Summaries marked up with HTML or ANSI colours, a cancelled command, a plotted file."""
+    from databricks.sdk.service.compute import CommandStatusResponse
+
+    def answer(status: str, **results: Any) -> Any:
+        return CommandStatusResponse.from_dict({"status": status, "results": results})
+
+    marked = answer(
+        "Finished",
+        resultType="error",
+        summary="<span class='ansi-red-fg'>ZeroDivisionError</span>: division by zero",
+        cause="\x1b[0;31mZeroDivisionError\x1b[0m  Traceback\n----> 1 1/0\n",
+    )
+    output = render.render(marked)
+    assert (output.error["ename"], output.error["evalue"]) == (
+        "ZeroDivisionError",
+        "division by zero",
+    )
+    assert output.error["traceback"][1] == "----> 1 1/0"
+    assert output.error["traceback"][-1] == "ZeroDivisionError: division by zero"
+    cancelled = render.render(
+        answer("Cancelled", resultType="error", summary="Cancelled", cause="")
+    )
+    assert cancelled.error["ename"] == "KeyboardInterrupt"
+    plotted = render.render(answer("Finished", resultType="image", fileName="/plots/a.png"))
+    assert "/plots/a.png" in plotted.messages[0][1]["data"]["text/plain"]
+
+
 def test_sql_plans() -> None:
     plan = render.plan("%%sql --limit 5 -p n\nselect :n; select 2")
     assert plan.sql_limit == 5 and plan.code is not None

@@ -204,7 +204,11 @@ class CommandApiKernel(Kernel):
                     pass
                 if self._interrupted.is_set():
                     self._interrupted.clear()
-                    await asyncio.to_thread(api.cancel, self.context_id, command_id)
+                    try:
+                        await asyncio.to_thread(api.cancel, self.context_id, command_id)
+                    except remote.CommandApiError as exc:
+                        # The command may just have ended: its status says what happened.
+                        self.log.info("Cancel of the running command failed: %s", exc)
                     cancel_sent = True
                 answer = await asyncio.to_thread(api.status, self.context_id, command_id)
                 if answer.status not in pending:
