@@ -80,6 +80,8 @@ export interface IClusterEvent {
   message: string;
 }
 
+export type Transport = 'ssh' | 'ssh-tunnel' | 'command-api';
+
 export interface IClusterStatus {
   profile: string;
   cluster_id: string;
@@ -92,6 +94,13 @@ export interface IClusterStatus {
     checked_at: string | null;
     error: string | null;
   };
+  /**
+   * How the cluster is reached: classic SSH, the Databricks SSH tunnel, or the Command
+   * Execution API (no SSH); null before the first read.
+   */
+  transport?: Transport | null;
+  /** One sentence: why this transport. */
+  transport_reason?: string | null;
   /** The cluster's Spark UI in the workspace (null until the workspace was read). */
   spark_ui_url?: string | null;
   operation: IOperation | null;

@@ -12,6 +12,7 @@ import { StatusModel } from './model';
 import type { KernelNamer } from './restarts';
 import { SparkUiRow } from './sparkui';
 import { clusterTitle, stateLabel, stepText } from './statusbar';
+import { TransportRow } from './transport';
 
 export class DetailsView extends ReactWidget {
   constructor(
@@ -79,7 +80,8 @@ export class DetailsView extends ReactWidget {
               <th>{trans.__('Kernel')}</th>
               <td>{model.kernel?.kernel_state ?? trans.__('unknown')}</td>
             </tr>
-            {cluster.ssh && (
+            <TransportRow cluster={cluster} trans={trans} />
+            {cluster.ssh && cluster.transport !== 'command-api' && (
               <tr>
                 <th>{trans.__('SSH')}</th>
                 <td>
