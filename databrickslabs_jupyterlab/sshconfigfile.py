@@ -23,7 +23,15 @@ from pathlib import Path
 
 from .sshconfig import ROUTING_KEYS, SshConfig, SshConfigError
 
-__all__ = ["BACKUPS_KEPT", "Change", "SshConfigError", "locked", "remove_host", "update_host"]
+__all__ = [
+    "BACKUPS_KEPT",
+    "Change",
+    "SshConfigError",
+    "locked",
+    "remove_host",
+    "replace_text",
+    "update_host",
+]
 
 BACKUPS_KEPT = 10
 
@@ -104,6 +112,19 @@ def _save(path: Path, before: str, config: SshConfig, backup_dir: Path) -> Chang
     backup = _backup(path, backup_dir) if existed else None
     _write_atomic(path, after)
     return Change(path, True, not existed, backup, diff)
+
+
+def replace_text(path: str | os.PathLike[str], text: str, *, backup_dir: Path) -> Path | None:
+    """Replace the whole file (a symlink's target) with ``text`` under the lock, the old file
+    copied to ``backup_dir`` first; returns that copy (None when nothing existed or changed)."""
+    p = Path(path).expanduser()
+    with locked(p):
+        before = p.read_text(encoding="utf-8") if p.exists() else None
+        if before == text:
+            return None
+        backup = _backup(p, backup_dir) if before is not None else None
+        _write_atomic(p, text)
+        return backup
 
 
 def update_host(

@@ -256,3 +256,28 @@ def test_dead_kernels_leave_the_board_after_their_time(monkeypatch: pytest.Monke
     assert {r.kernel_id for r in board.for_cluster("demo", "c1")} == {"alive", "k7", "k8", "k9"}
     now[0] += 3600
     assert board.get("alive") is not None  # a live kernel stays however old
+
+
+def test_simulator_write_profile_backs_up_the_users_files(tmp_path: Path) -> None:
+    from databrickslabs_jupyterlab.simulator.__main__ import write_profile, write_ssh_config
+
+    backups = tmp_path / "backups"
+    cfg = tmp_path / "databrickscfg"
+    cfg.write_text("[work]\nhost = https://adb-1.azuredatabricks.net\ntoken = mine\n")
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    (dotfiles / "ssh_config").write_text("Host work\n    User me\n")
+    ssh_config = tmp_path / "config"
+    ssh_config.symlink_to(dotfiles / "ssh_config")
+
+    write_profile(cfg, "demo", "[demo]\nhost = http://127.0.0.1:1\ntoken = t\n", backup_dir=backups)
+    write_ssh_config(ssh_config, "Host 0101-abc\n    HostName 127.0.0.1\n", backup_dir=backups)
+
+    assert "[work]" in cfg.read_text() and "[demo]" in cfg.read_text()
+    assert ssh_config.is_symlink() and "Host work" in (dotfiles / "ssh_config").read_text()
+    saved = {p.read_text() for p in backups.iterdir()}
+    assert saved == {
+        "[work]\nhost = https://adb-1.azuredatabricks.net\ntoken = mine\n",
+        "Host work\n    User me\n",
+    }
+    assert all(p.stat().st_mode & 0o077 == 0 for p in backups.iterdir())

@@ -14,6 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
+from ..settings import DriverSettings
+from ..sshconfigfile import replace_text
 from . import Simulator
 from .databricks_cli import write_launcher
 from .keys import read_or_make_keypair
@@ -100,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_profile(config_file: Path, profile: str, text: str) -> None:
-    """Replace (or add) one ``[profile]`` section, keeping the rest of the file as it is."""
+def write_profile(config_file: Path, profile: str, text: str, *, backup_dir: Path) -> None:
+    """Replace (or add) one ``[profile]`` section, keeping the rest of the file as it is; the
+    user's file is copied to ``backup_dir`` first and replaced atomically (a symlink stays)."""
     lines = config_file.read_text().splitlines() if config_file.exists() else []
     kept: list[str] = []
     skipping = False
@@ -115,28 +118,30 @@ def write_profile(config_file: Path, profile: str, text: str) -> None:
         kept.pop()
     body = "\n".join(kept)
     body = (body + "\n\n" if body else "") + text
-    config_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(body)
+    _replace(config_file, body, backup_dir)
 
 
-def write_ssh_config(config: Path, entries: str) -> None:
-    """Replace the simulator's block in an ssh config file (other entries stay)."""
+def _replace(path: Path, text: str, backup_dir: Path) -> None:
+    backup = replace_text(path, text, backup_dir=backup_dir)
+    if backup is not None:
+        print(f"# the previous {path} is saved as {backup}", file=sys.stderr)
+
+
+def write_ssh_config(config: Path, entries: str, *, backup_dir: Path) -> None:
+    """Replace the simulator's block in an ssh config file (other entries stay), with the same
+    backup and atomic write as ``write_profile``."""
     text = config.read_text() if config.exists() else ""
     text = re.sub(rf"\n?{re.escape(_BEGIN)}.*?{re.escape(_END)}\n?", "\n", text, flags=re.S)
     text = text.strip("\n")
     block = f"{_BEGIN}\n{entries.rstrip()}\n{_END}\n"
-    config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write((text + "\n\n" if text else "") + block)
+    _replace(config, (text + "\n\n" if text else "") + block, backup_dir)
 
 
 async def run(
     args: argparse.Namespace, ssh_dir_path: Path | None, config_file: Path, home_ssh: Path
 ) -> int:
     profile = args.write_profile or args.profile
+    backup_dir = DriverSettings.from_env().state_path / "simulator_backup"
     sim = Simulator(
         token=args.token,
         time_scale=args.time_scale,
@@ -177,9 +182,13 @@ async def run(
             sim.ssh_config_entry(cid, str(identity)) for cid in ids if not args.no_public_ip
         )
         if args.write_profile:
-            await asyncio.to_thread(write_profile, config_file, profile, profile_text)
+            await asyncio.to_thread(
+                write_profile, config_file, profile, profile_text, backup_dir=backup_dir
+            )
         if ssh_dir_path is not None:
-            await asyncio.to_thread(write_ssh_config, ssh_dir_path / "config", entries)
+            await asyncio.to_thread(
+                write_ssh_config, ssh_dir_path / "config", entries, backup_dir=backup_dir
+            )
 
         out = [f"# Databricks workspace simulator at {sim.url} (Ctrl-C to stop)", ""]
         where = f" (written to {config_file})" if args.write_profile else ""
