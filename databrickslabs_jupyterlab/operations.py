@@ -208,9 +208,7 @@ class Lifecycle:
                     )
                 if public_key and not key_installed(public_key, info.ssh_public_keys):
                     self.progress.detail("Adding the SSH key to the cluster.")
-                    await self.workspace.set_ssh_public_keys(
-                        cid, [*info.ssh_public_keys, public_key]
-                    )
+                    await self._set_keys(info, public_key)
                 self.progress.detail("Asking Databricks to start the cluster.")
                 try:
                     await self.workspace.start_cluster(cid)
@@ -249,10 +247,25 @@ class Lifecycle:
         it was added. On a running cluster Databricks restarts it: :meth:`add_key` waits."""
         if key_installed(public_key, info.ssh_public_keys):
             return False
-        await self.workspace.set_ssh_public_keys(
-            self.cluster_id, [*info.ssh_public_keys, public_key]
-        )
+        await self._set_keys(info, public_key)
         return True
+
+    async def _set_keys(self, info: ClusterInfo, public_key: str) -> None:
+        """The key added to the cluster's ``ssh_public_keys``; a cluster policy that forbids it
+        is said in one sentence with the ways that need no key."""
+        try:
+            await self.workspace.set_ssh_public_keys(
+                self.cluster_id, [*info.ssh_public_keys, public_key]
+            )
+        except WorkspaceError as err:
+            if "ssh_public_keys" not in err.message:
+                raise
+            raise OperationFailed(
+                f"The policy of cluster {self.cluster_id} does not allow adding an SSH key "
+                f"(Databricks: {err.message.rstrip('.')}): use the Databricks SSH tunnel "
+                f"(dj {self.profile} -s -i {self.cluster_id} --tunnel) or the Command "
+                "Execution API (--transport command-api)."
+            ) from None
 
     async def add_key(self, info: ClusterInfo, public_key: str) -> ClusterInfo:
         """Put the key on a running cluster and wait until it runs again (Databricks restarts

@@ -101,3 +101,16 @@ def test_no_public_ip_and_no_tunnel_is_said_for_ssh(
     run = dj("demo", "-k", "-i", private, "--json")
     assert run.code == 0, run
     assert json.loads(run.out)["transport"] == kernelspecs.COMMAND_API
+
+
+def test_a_policy_that_forbids_ssh_keys_is_one_sentence(dj, sim_profile) -> None:
+    from databrickslabs_jupyterlab.simulator import NO_SSH_KEYS
+
+    sim = sim_profile.simulator
+    governed = sim.add_cluster("governed", policy=NO_SSH_KEYS)
+    run = dj("demo", "-r", "-i", governed)
+    assert run.code == 1
+    sentence = one_sentence_error(run)
+    assert "does not allow adding an SSH key" in sentence
+    assert "must not be present" in sentence and "--tunnel" in sentence
+    assert sim.cluster(governed).state == "TERMINATED"  # refused before the start
