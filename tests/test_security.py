@@ -281,3 +281,19 @@ def test_simulator_write_profile_backs_up_the_users_files(tmp_path: Path) -> Non
         "Host work\n    User me\n",
     }
     assert all(p.stat().st_mode & 0o077 == 0 for p in backups.iterdir())
+
+
+@pytest.mark.parametrize(
+    "run_dir",
+    ["/home/ubuntu", "/", "/tmp/../home/dbjl-kernel-x", "/tmp\r/dbjl-kernel-x", "dbjl-kernel-x"],
+)
+def test_every_remote_cleanup_checks_the_run_folder_first(run_dir: str) -> None:
+    """The stale-kernel cleanup (remove_process) refuses a folder that is not a kernel run
+    folder before it signals or removes anything (conn=None: any remote call would fail
+    differently)."""
+    from databrickslabs_jupyterlab import ssh
+
+    assert not ssh.is_run_dir(run_dir)
+    with pytest.raises(ValueError, match="not a kernel run folder"):
+        asyncio.run(ssh.remove_process(None, 1234, run_dir))  # type: ignore[arg-type]
+    assert ssh.is_run_dir("/tmp/dbjl-kernel-a1_b2")

@@ -23,7 +23,7 @@ from .connection import SshUnreachable
 #: Signals a remote kernel may get (those of a local kernel manager).
 SIGNAL_NAMES = frozenset({"INT", "TERM", "KILL", "HUP", "QUIT", "USR1", "USR2"})
 #: A kernel's private run folder as the bootstrap creates it (``tempfile.mkdtemp``).
-_RUN_DIR = re.compile(r"(/[^\0\n/]+)*/dbjl-kernel-[A-Za-z0-9_]+")
+_RUN_DIR = re.compile(r"(/[^\x00-\x1f\x7f/]+)*/dbjl-kernel-[A-Za-z0-9_]+")
 
 
 def is_run_dir(path: object) -> bool:
@@ -118,7 +118,10 @@ async def remove_process(
 ) -> None:
     """Make sure a kernel is gone and its run folder removed: after a lost link, or for a
     kernel whose removal failed earlier (the caller checks that the driver is still the same:
-    a new driver's process with that PID is someone else)."""
+    a new driver's process with that PID is someone else). A ``run_dir`` that is no kernel run
+    folder is refused before anything is signalled or removed, whichever path calls this."""
+    if run_dir and not is_run_dir(run_dir):
+        raise ValueError(f"{run_dir!r} is not a kernel run folder")
     if pid is not None and await process_alive(conn, pid, sudo=sudo):
         await signal_process(conn, pid, "KILL", sudo=sudo)
     if run_dir:
