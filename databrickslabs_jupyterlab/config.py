@@ -28,7 +28,13 @@ from traitlets import Float, Int, List, Unicode, default
 from traitlets.config import Config, Configurable
 from traitlets.config.loader import JSONFileConfigLoader, PyFileConfigLoader
 
-from .settings import DEFAULT_DRIVER_REQUIREMENTS, SUDO_MODES, DriverSettings, env_values
+from .settings import (
+    DEFAULT_DRIVER_REQUIREMENTS,
+    DEFAULT_WATCHDOG_GRACE,
+    SUDO_MODES,
+    DriverSettings,
+    env_values,
+)
 
 SECTION = "DatabricksLabsDriver"
 #: The server extension's section, where the first wave documented these settings.
@@ -111,6 +117,14 @@ class DatabricksLabsDriver(Configurable):
         10.0,
         config=True,
         help="Seconds databricks-sdk waits for one HTTP answer (DBJL_WORKSPACE_HTTP_TIMEOUT).",
+    )
+
+    watchdog_grace = Float(
+        DEFAULT_WATCHDOG_GRACE,
+        config=True,
+        help="Seconds a kernel on the driver outlives its controlling connection (the server "
+        "killed, the laptop asleep, the network gone): then it exits and removes its run "
+        "folder (DBJL_WATCHDOG_GRACE).",
     )
 
     @default("driver_requirements")

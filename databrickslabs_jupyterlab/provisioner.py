@@ -14,7 +14,9 @@ works wherever jupyter_client works: Jupyter Server, ``jupyter console``, nbclie
   (``remotekernel``); the five channels are forwarded from local loopback ports;
 * unless the spec says ``metadata.databricks.spark: false``, ``dbcontext()`` is queued silently
   in the kernel before the start returns (``sparkattach``), so the first cell runs after it;
-* a lost link is judged by ``linkpolicy`` before Jupyter may restart the kernel.
+* a lost link is judged by ``linkpolicy`` before Jupyter may restart the kernel;
+* a stop is bounded whatever the driver or the network do, and a kernel whose controlling
+  connection is gone for ``watchdog_grace`` seconds ends on the driver by itself (``kernelstop``).
 
 All SSH traffic runs on one event loop in a background thread of the process: the forwarded
 channels keep flowing when the caller's loop is idle (a synchronous ``KernelManager`` runs its
@@ -29,14 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Callable
 from typing import Any
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 
-from . import config, linkpolicy, remotekernel, sparkattach, ssh, transport, vocabulary
+from . import config, kernelstop, linkpolicy, remotekernel, sparkattach, ssh, transport, vocabulary
 from .kernelstate import board
 from .remotekernel import on_ssh_loop, ssh_loop
 from .settings import DriverSettings
@@ -52,19 +53,12 @@ LINK_LOST_STATUS = 255
 PASSED_ENV = ("JPY_SESSION_NAME",)
 #: A dead link must be noticed within this many seconds (keepalives are tightened to fit).
 DEAD_LINK_WITHIN = 15.0
-#: Upper bound for stopping or cleaning up a kernel whose driver may be gone.
-CLEANUP_TIMEOUT = 8.0
-#: Upper bound for everything one shutdown (or restart) sends to the driver: the interrupt
-#: jupyter_client sends first, the stop, the clean-up. A server's stop must end within 15 s
-#: whatever the driver or the network do; what could not be done is left to the driver's
-#: watchdog (the kernel exits once no controlling connection is left).
-SHUTDOWN_BUDGET = 8.0
-#: The interrupt before a shutdown request is a courtesy: it gets at most this long.
-SHUTDOWN_INTERRUPT_TIMEOUT = 2.0
+CLEANUP_TIMEOUT = kernelstop.CLEANUP_TIMEOUT
+SHUTDOWN_BUDGET = kernelstop.SHUTDOWN_BUDGET
+SHUTDOWN_INTERRUPT_TIMEOUT = kernelstop.SHUTDOWN_INTERRUPT_TIMEOUT
 
 
-class ProvisionerError(RuntimeError):
-    """A kernel could not be started or reached on the driver; the message is for a person."""
+ProvisionerError = kernelstop.ProvisionerError
 
 
 class ClusterNotRunning(ProvisionerError):
@@ -75,7 +69,9 @@ def _target_text(target: Any) -> str:
     return f"{getattr(target, 'user', '?')}@{getattr(target, 'host', '?')}:{getattr(target, 'port', '?')}"
 
 
-class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # type: ignore[misc]
+class DatabricksSshProvisioner(  # type: ignore[misc]
+    kernelstop.KernelStop, linkpolicy.LinkWatch, KernelProvisionerBase
+):
     """Starts ipykernel on a Databricks driver over SSH and forwards its channels locally."""
 
     # Remote state (also persisted through get/load_provisioner_info).
@@ -97,6 +93,9 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         self._target: Any = None
         self._conn: Any = None  # asyncssh.SSHClientConnection, lives on the SSH loop
         self._monitor_task: asyncio.Future[Any] | None = None
+        # The heartbeat for the driver's watchdog, and the hold process of a re-attach.
+        self._heartbeat: asyncio.Future[Any] | None = None
+        self._controller: Any = None
         self._link_task: asyncio.Future[Any] | None = None
         self._listeners: list[Any] = []
         self._exit_status: int | None = None
@@ -360,62 +359,6 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         except TimeoutError as exc:
             raise ProvisionerError(f"The kernel could not be signalled: {exc}.") from None
 
-    async def kill(self, restart: bool = False) -> None:
-        await self._stop("KILL")
-
-    async def terminate(self, restart: bool = False) -> None:
-        await self._stop("TERM")
-
-    async def shutdown_requested(self, restart: bool = False) -> None:
-        self._stopping = True
-        self._remaining(0)  # the shutdown's clock runs from here at the latest
-        self._cancel_spark_attach()
-        self._cancel_link_check()
-
-    def _shutting_down(self) -> bool:
-        """A shutdown or restart of this kernel is under way (ours or its manager's)."""
-        return self._stopping or bool(getattr(self.parent, "shutting_down", False))
-
-    def _remaining(self, step: float) -> float:
-        """Seconds a remote step may take: ``step``, and during a shutdown no more than what is
-        left of its budget (the clock starts with the shutdown's first step)."""
-        if not self._shutting_down():
-            return step
-        now = time.monotonic()
-        if self._shutdown_deadline is None:
-            self._shutdown_deadline = now + SHUTDOWN_BUDGET
-        return max(0.0, min(step, self._shutdown_deadline - now))
-
-    async def cleanup(self, restart: bool = False) -> None:
-        self._cancel_spark_attach()
-        self._cancel_link_check()
-        pid, run_dir, sudo = self.pid, self.run_dir, self.use_sudo
-        gone = self._exit_status is not None or self._driver_gone
-        if self._driver_gone or not ssh.is_run_dir(run_dir):
-            run_dir = None  # it went with the driver, or it is no run folder of ours
-        try:
-            if self._unreachable:
-                # Stopping already failed to reach the driver: do not wait for it again.
-                raise ProvisionerError("the driver did not answer the stop request")
-            timeout = self._remaining(CLEANUP_TIMEOUT)
-            if timeout <= 0:
-                raise ProvisionerError("the shutdown's time for the driver ran out")
-            work = self._cleanup_remote(None if gone else pid, run_dir, sudo, close=not restart)
-            await on_ssh_loop(work, timeout)
-        except Exception as exc:  # the link may be gone: remember what to remove next time
-            try:
-                await on_ssh_loop(self._close_link(), 1.0)
-            except TimeoutError:
-                pass
-            self.log.warning("Could not clean up the kernel on the driver: %s", exc)
-            if pid is not None and not gone:
-                self._stale = (pid, run_dir, sudo, self._driver_start)
-        self.pid = self.run_dir = self.remote_ports = None
-        self._launched = False
-        self._shutdown_deadline = None
-        if not restart:
-            self._record("dead", "Kernel shut down")
-
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
         info.update(
@@ -576,6 +519,7 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
                 sudo=self.use_sudo,
                 on_pid=on_pid,
                 spark_gateway=gateway,
+                grace=self.settings.watchdog_grace,
             )
         except (remotekernel.LaunchError, ssh.SshError) as exc:
             raise ProvisionerError(
@@ -583,8 +527,15 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
                 f"{self.settings.driver_python}: {exc}"
             ) from None
         self.remote_ports = started.ports
-        self._monitor_task = asyncio.ensure_future(self._watch_monitor(started.process))
-        return await self._forward_all(conn, started.ports, preferred)
+        monitor = self._watch_monitor(started.process, self._generation)
+        self._monitor_task = asyncio.ensure_future(monitor)
+        self._control(started.process)
+        try:
+            return await self._forward_all(conn, started.ports, preferred)
+        except BaseException:
+            # A start that fails here leaves nothing behind: the kernel is removed at once.
+            await self._give_up_started(started.pid, started.run_dir)
+            raise
 
     async def _forward_all(
         self, conn: Any, ports: dict[str, int], preferred: dict[str, int]
@@ -593,38 +544,14 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         local, self._listeners = await remotekernel.forward(conn, ports, preferred)
         return local
 
-    async def _watch_monitor(self, process: Any) -> None:
+    async def _watch_monitor(self, process: Any, generation: int) -> None:
         status = await remotekernel.exit_status(process)
+        if generation != self._generation:
+            return  # a restart's old kernel, reported after the new one started
         if status is not None:  # without it the link dropped; _watch_link reports that
             self._exit_status = status
             if not self._stopping:
                 self._record("dead", f"The kernel process on the driver exited (status {status})")
-
-    async def _stop(self, signal_name: str) -> None:
-        self._cancel_spark_attach()
-        self._cancel_link_check()
-        if not self._launched or self.pid is None or self._exit_status is not None:
-            return
-        if self._driver_gone or self._unreachable:
-            return  # nothing to stop there, or it did not answer already during this stop
-        self._stopping = True
-        try:
-            timeout = self._remaining(CLEANUP_TIMEOUT)
-            await on_ssh_loop(self._stop_remote(signal_name), timeout)
-        except Exception as exc:
-            self.log.warning("Could not stop the kernel on cluster %s: %s", self.cluster_id, exc)
-            self._link_lost = self._unreachable = True
-
-    async def _stop_remote(self, signal_name: str) -> None:
-        pid = self.pid
-        assert pid is not None
-        if self._link_lost:
-            self._conn = None  # one new connection
-        conn = await self._connect()
-        exited = lambda: self._exit_status is not None  # noqa: E731
-        gone = await ssh.stop_process(conn, pid, signal_name, sudo=self.use_sudo, exited=exited)
-        if gone and self._exit_status is None:
-            self._exit_status = -int(getattr(signal, f"SIG{signal_name}"))
 
     async def _kill_stale(self) -> None:
         stale, self._stale = self._stale, None
@@ -638,30 +565,6 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         except Exception as exc:
             self.log.warning("Could not remove an earlier kernel from the driver: %s", exc)
 
-    async def _cleanup_remote(
-        self, pid: int | None, run_dir: str | None, sudo: bool, close: bool
-    ) -> None:
-        await self._close_listeners()
-        try:
-            if pid is not None or run_dir:
-                if self._link_lost:
-                    self._conn = None
-                await self._remote(ssh.remove_process, pid, run_dir, sudo=sudo)
-        finally:
-            if close:
-                await self._close_link()
-
-    async def _close_listeners(self) -> None:
-        for listener in self._listeners:
-            listener.close()
-        self._listeners = []
-
-    async def _close_link(self) -> None:
-        await self._close_listeners()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
     async def _reattach(self) -> None:
         """After load_provisioner_info: connect again and re-open the local forwards."""
         if not self.remote_ports:
@@ -670,3 +573,8 @@ class DatabricksSshProvisioner(linkpolicy.LinkWatch, KernelProvisionerBase):  # 
         preferred = {n: int(self.connection_info.get(n) or 0) for n in PORT_NAMES}
         local = await self._forward_all(conn, self.remote_ports, preferred)
         self.connection_info = dict(self.connection_info, **local)
+        if self.run_dir and self.settings is not None:
+            # This process controls the kernel now: its driver-side watchdog must see it.
+            python = self.settings.driver_python
+            process = await remotekernel.hold(conn, python, self.run_dir, sudo=self.use_sudo)
+            self._control(process, hold=True)

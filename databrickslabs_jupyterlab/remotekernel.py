@@ -2,10 +2,14 @@
 
 The bootstrap is a file of this package, sent as ``<driver python> -c <its text>`` (it holds no
 secret); the request with the kernel's HMAC key (and the cluster's py4j gateway secret, when
-handed over) travels on the SSH channel's stdin. Its JSON lines
+handed over) travels as the first line of the SSH channel's stdin. Its JSON lines
 tell the kernel's PID and run folder, then its ports (or an early exit with the kernel's log),
 and, much later, the kernel's exit status. The kernel's five channels are then forwarded from
 local loopback ports, preferably the ones the kernel manager chose.
+
+The channel's stdin stays open: ``keep_alive`` writes a line on it every few seconds, the sign
+of life the driver-side watchdog waits for (see the bootstrap); a provisioner that re-attached
+from another process keeps the kernel with ``hold``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port
 READY_TIMEOUT = 60.0
 #: A kernel that lost a port race (another process took one) is started again this often.
 LAUNCH_ATTEMPTS = 3
+#: Signs of life per watchdog grace: a few may be late without the kernel being stopped.
+HEARTBEATS_PER_GRACE = 4
 _HERE = Path(__file__).parent
 T = TypeVar("T")
 _loop_lock = threading.Lock()
@@ -130,72 +136,114 @@ async def launch(
     sudo: bool,
     on_pid: Callable[[int | None, str | None], None] | None = None,
     spark_gateway: dict[str, Any] | None = None,
+    grace: float = 0.0,
 ) -> Started:
     """Run the bootstrap with ``python`` until the kernel has its ports; retry a port race.
 
     ``on_pid(pid, run_dir)`` is called as soon as the kernel process exists, so that a caller
     interrupted meanwhile can still remove it. ``spark_gateway`` (the cluster's py4j gateway port
     and secret, or ``{"error": reason}``) travels in the same stdin request as the HMAC key; the
-    bootstrap keeps it in a 0600 file for ``dbcontext()``. Raises LaunchError with the kernel's
-    last words."""
+    bootstrap keeps it in a 0600 file for ``dbcontext()``. ``grace``: the driver-side watchdog's
+    (the caller then sends ``keep_alive`` on the process). Raises LaunchError with the kernel's
+    last words; a start that fails or is cancelled closes its channel, and the bootstrap then
+    gives the kernel up at once."""
     source, helper = await asyncio.to_thread(lambda: (bootstrap_source(), helper_files()))
     body: dict[str, Any] = {
         "conn": conn_info,
         "env": env,
         "helper": helper,
         "ready_timeout": READY_TIMEOUT,
+        "grace": float(grace),
     }
     if spark_gateway is not None:
         body["spark_gateway"] = spark_gateway
-    request = json.dumps(body)
+    request = json.dumps(body) + "\n"
     last_error = "the kernel did not start"
     for _attempt in range(LAUNCH_ATTEMPTS):
         process = await ssh.start_process(conn, [python, "-c", source], sudo=sudo)
-        process.stdin.write(request)
-        process.stdin.write_eof()
-        started = time.monotonic()
-        pid: int | None = None
-        run_dir: str | None = None
-        exit_message: dict[str, Any] | None = None
-        while True:
-            remaining = READY_TIMEOUT + 10 - (time.monotonic() - started)
-            try:
-                line = await asyncio.wait_for(process.stdout.readline(), max(remaining, 0.1))
-            except asyncio.TimeoutError:
-                process.close()
-                raise LaunchError("the kernel did not start in time") from None
-            if not line:
-                break
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
-            if "pid" in message:
-                pid, run_dir = int(message["pid"]), str(message.get("run_dir") or "") or None
-                if on_pid is not None:
-                    on_pid(pid, run_dir)
-            elif "ports" in message and pid is not None:
-                ports = {n: int(message["ports"][n]) for n in PORT_NAMES}
-                return Started(pid, run_dir, ports, process)
-            elif "exit" in message:
-                exit_message = message
-                break
-        # The bootstrap ended before the kernel was ready.
-        stderr = ""
         try:
-            stderr = (await asyncio.wait_for(process.stderr.read(), 2)) or ""
-        except Exception:  # noqa: BLE001 - only for the error text
-            pass
-        if exit_message is not None:
-            last_error = (exit_message.get("log") or "").strip() or f"exit {exit_message['exit']}"
-        else:
-            last_error = stderr.strip() or "the bootstrap on the driver ended early"
+            started = await _read_start(process, request, on_pid)
+        except BaseException:
+            process.close()
+            raise
+        if isinstance(started, Started):
+            return started
+        last_error = started
+        process.close()
         if on_pid is not None:
             on_pid(None, None)
         log.warning("Kernel start with %s failed: %s", python, last_error)
         if "Address already in use" not in last_error:
             break
     raise LaunchError("\n".join(last_error.splitlines()[-5:]))
+
+
+async def _read_start(
+    process: Any, request: str, on_pid: Callable[[int | None, str | None], None] | None
+) -> Started | str:
+    """The bootstrap's answer to ``request``: the started kernel, or why it did not start."""
+    process.stdin.write(request)
+    started = time.monotonic()
+    pid: int | None = None
+    run_dir: str | None = None
+    exit_message: dict[str, Any] | None = None
+    while True:
+        remaining = READY_TIMEOUT + 10 - (time.monotonic() - started)
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), max(remaining, 0.1))
+        except asyncio.TimeoutError:
+            raise LaunchError("the kernel did not start in time") from None
+        if not line:
+            break
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if "pid" in message:
+            pid, run_dir = int(message["pid"]), str(message.get("run_dir") or "") or None
+            if on_pid is not None:
+                on_pid(pid, run_dir)
+        elif "ports" in message and pid is not None:
+            ports = {n: int(message["ports"][n]) for n in PORT_NAMES}
+            return Started(pid, run_dir, ports, process)
+        elif "exit" in message:
+            exit_message = message
+            break
+    # The bootstrap ended before the kernel was ready.
+    stderr = ""
+    try:
+        stderr = (await asyncio.wait_for(process.stderr.read(), 2)) or ""
+    except Exception:  # noqa: BLE001 - only for the error text
+        pass
+    if exit_message is not None:
+        return (exit_message.get("log") or "").strip() or f"exit {exit_message['exit']}"
+    return stderr.strip() or "the bootstrap on the driver ended early"
+
+
+def heartbeat_interval(grace: float) -> float:
+    """Seconds between two signs of life for a watchdog ``grace``."""
+    return min(max(grace / HEARTBEATS_PER_GRACE, 0.1), 30.0)
+
+
+async def keep_alive(process: Any, grace: float) -> None:
+    """Write a line on ``process``'s stdin (the bootstrap's or ``hold``'s) every
+    ``heartbeat_interval(grace)`` seconds until the channel closes or the task is cancelled."""
+    interval = heartbeat_interval(grace)
+    try:
+        while not process.stdin.is_closing():
+            process.stdin.write("\n")
+            await asyncio.sleep(interval)
+    except Exception:  # noqa: BLE001 - a closed channel ends the heartbeat
+        return
+
+
+async def hold(conn: Any, python: str, run_dir: str, *, sudo: bool) -> Any:
+    """Keep a kernel started by another process controlled: ``hold`` on the driver touches the
+    kernel's lease for every ``keep_alive`` line. Returns the process (close it to let go)."""
+    if not ssh.is_run_dir(run_dir):
+        raise LaunchError(f"{run_dir!r} is not a kernel run folder")
+    source = await asyncio.to_thread(bootstrap_source)
+    return await ssh.start_process(conn, [python, "-c", source, "hold", run_dir], sudo=sudo)
 
 
 async def forward(

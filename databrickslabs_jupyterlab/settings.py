@@ -15,6 +15,8 @@ DEFAULT_SSH_PORT = 2200
 DEFAULT_SSH_USER = "ubuntu"
 DEFAULT_DRIVER_PYTHON = "/databricks/python/bin/python"
 DEFAULT_DRIVER_REQUIREMENTS = ("ipykernel>=6.0",)
+#: Seconds a remote kernel outlives the last sign of its controlling connection (10 minutes).
+DEFAULT_WATCHDOG_GRACE = 600.0
 
 # Environment variable -> field name. Values are parsed with the field's type.
 ENV_VARS = {
@@ -33,6 +35,7 @@ ENV_VARS = {
     "DATABRICKS_CONFIG_FILE": "databricks_config_file",
     "DBJL_WORKSPACE_RETRY_TIMEOUT": "workspace_retry_timeout",
     "DBJL_WORKSPACE_HTTP_TIMEOUT": "workspace_http_timeout",
+    "DBJL_WATCHDOG_GRACE": "watchdog_grace",
 }
 
 SUDO_MODES = ("auto", "always", "never")
@@ -90,12 +93,20 @@ class DriverSettings:
     workspace_retry_timeout: int = 20
     #: Seconds databricks-sdk waits for one HTTP answer.
     workspace_http_timeout: float = 10.0
+    #: Seconds a kernel on the driver outlives its controlling connection (the server that
+    #: started it was killed, the laptop slept, the network went for good): then the kernel
+    #: and its launcher exit and remove their run folder (the driver-side watchdog).
+    watchdog_grace: float = DEFAULT_WATCHDOG_GRACE
 
     def __post_init__(self) -> None:
         if self.sudo not in SUDO_MODES:
             raise ValueError(f"sudo must be one of {', '.join(SUDO_MODES)}, not {self.sudo!r}")
         if not 0 < int(self.ssh_port) < 65536:
             raise ValueError(f"ssh_port must be a TCP port, not {self.ssh_port!r}")
+        if not 0 < float(self.watchdog_grace) < float("inf"):
+            raise ValueError(
+                f"watchdog_grace must be a positive number of seconds, not {self.watchdog_grace!r}"
+            )
         if not self.driver_python.startswith("/"):
             raise ValueError(f"driver_python must be an absolute path, not {self.driver_python!r}")
 
