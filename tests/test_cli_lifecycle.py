@@ -22,12 +22,11 @@ from databrickslabs_jupyterlab.cli.errors import translate
 from databrickslabs_jupyterlab.vocabulary import STEPS
 from databrickslabs_jupyterlab.workspace import key_installed
 from tests import test_cli
+from tests.fixtures.cli import one_sentence_error
 from tests.fixtures.wheels import build_wheel
 
-# The fixtures of test_cli: a private Jupyter folder for every test, and ``dj(...)``.
+# The fixture of test_cli: a private Jupyter folder for every test (``dj`` is a shared fixture).
 private_jupyter = test_cli.private_jupyter
-dj = test_cli.dj
-one_sentence_error = test_cli.one_sentence_error
 
 STEP_LINE = re.compile(r"^=> ([a-z-]+) \(\d/\d\): ", re.MULTILINE)
 
