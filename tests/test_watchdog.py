@@ -47,7 +47,11 @@ async def main():
     km = AsyncKernelManager(kernel_name=sys.argv[1])
     await km.start_kernel()
     prov = km.provisioner
-    print(json.dumps({"pid": prov.pid, "run_dir": prov.run_dir}), flush=True)
+    info = await prov.get_provisioner_info()
+    info["connection_info"] = {
+        k: v.decode() if isinstance(v, bytes) else v for k, v in info["connection_info"].items()
+    }
+    print(json.dumps(info), flush=True)
     await asyncio.Event().wait()
 
 asyncio.run(main())
@@ -111,11 +115,15 @@ def controller(sim_kernel_no_spark: str, monkeypatch: pytest.MonkeyPatch) -> Ite
             proc.wait()
 
 
-def _started(proc: subprocess.Popen[str]) -> tuple[int, str]:
+def _provisioner_info(proc: subprocess.Popen[str]) -> dict[str, Any]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line, "the controller could not start the kernel"
-    info = json.loads(line)
+    return dict(json.loads(line))
+
+
+def _started(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    info = _provisioner_info(proc)
     return int(info["pid"]), str(info["run_dir"])
 
 
@@ -148,6 +156,35 @@ def test_heartbeats_keep_the_kernel_and_a_frozen_server_loses_it(
     assert _alive(pid), "the watchdog stopped a kernel whose server is alive"
 
     proc.send_signal(signal.SIGSTOP)
+    assert _wait_until(lambda: not _alive(pid), GRACE + MARGIN), "the kernel outlived its grace"
+    assert _wait_until(lambda: not Path(run_dir).exists(), 10), "the run folder stayed"
+
+
+def test_a_reattached_provisioner_keeps_the_kernel_controlled(
+    controller: Any, sim_kernel_no_spark: str, running_cluster: Any
+) -> None:
+    """Another process takes the kernel over (``load_provisioner_info``): its ``hold`` keeps the
+    kernel after the first process was killed, and once it lets go the watchdog counts."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from databrickslabs_jupyterlab.provisioner import DatabricksSshProvisioner
+
+    proc = controller()
+    info = _provisioner_info(proc)
+    pid, run_dir = int(info["pid"]), str(info["run_dir"])
+    spec = KernelSpecManager().get_kernel_spec(sim_kernel_no_spark)
+
+    async def scenario() -> None:
+        prov = DatabricksSshProvisioner(kernel_id=info["kernel_id"], kernel_spec=spec)
+        prov.connection_info = info["connection_info"]
+        await prov.load_provisioner_info(info)
+        assert prov.has_process and await prov.poll() is None
+        proc.kill()  # the first controller goes for good
+        await asyncio.sleep(3 * GRACE)
+        assert _alive(pid), "the watchdog stopped a kernel held by a re-attached provisioner"
+        await remotekernel.on_ssh_loop(prov._close_link())  # the second one lets go
+
+    asyncio.run(scenario())
     assert _wait_until(lambda: not _alive(pid), GRACE + MARGIN), "the kernel outlived its grace"
     assert _wait_until(lambda: not Path(run_dir).exists(), 10), "the run folder stayed"
 
