@@ -407,3 +407,30 @@ async def test_in_jupyter_server_like_an_ssh_kernel(
     assert contexts(sim_profile) == []
     assert board.get(kernel_id).state == "dead"
     assert_no_secret(sim_profile, client, caplog)
+
+
+def test_blocking_kernel_manager_like_jupyter_console(
+    cmd_kernel: str, running_cluster: Any
+) -> None:
+    """The synchronous API (``jupyter console``) runs no event loop between its calls."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=cmd_kernel)
+    km.start_kernel()
+    try:
+        assert board.get(km.kernel_id).state == "running"
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=90)
+        out: list[str] = []
+        reply = kc.execute_interactive(
+            "print(6 * 7)",
+            timeout=30,
+            output_hook=lambda m: out.append(m["content"].get("text", "")),
+        )
+        assert reply["content"]["status"] == "ok" and "".join(out) == "42\n"
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel()
+    assert contexts(running_cluster) == []
+    assert board.get(km.kernel_id).state == "dead"

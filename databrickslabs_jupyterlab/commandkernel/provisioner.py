@@ -255,6 +255,9 @@ class CommandApiProvisioner(LocalProvisioner):  # type: ignore[misc]
                     state, text = str(message["state"]), str(message.get("message") or "")
                 except (ValueError, KeyError, TypeError):
                     continue
+                if state == "disconnected" and not self._stopping:
+                    # One warning, as for an SSH kernel whose link dropped.
+                    self.log.warning("Kernel %s: %s", self.kernel_id, short(text))
                 if state in ("disconnected", "running") and not self._stopping:
                     self._record(state, short(text), unless=self._current(generation))
         finally:
