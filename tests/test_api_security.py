@@ -3,7 +3,9 @@ or other control character never creates a registry entry, a host-key file or a 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,43 @@ def test_vocabulary_matches_whole_strings() -> None:
         assert check(good)
         for bad in (good + "\n", good + "\r\n", "\n" + good, good + "\x00"):
             assert not check(bad), (check.__name__, bad)
+
+
+class TestWatchedClustersAreBounded:
+    """Issue 13, finding 3, through the server: at most max_clusters entries, an unknown id
+    costs one upstream read per interval however often it is asked for."""
+
+    @pytest.fixture
+    def jp_server_config(self, sim_profile):
+        config = server_config(sim_profile)
+        config["DatabricksLabsJupyterLab"].update(max_clusters=1, unknown_read_interval=60.0)
+        return config
+
+    async def test_cap_and_unknown_ids(self, jp_fetch, jp_serverapp, sim_profile) -> None:
+        client = Client(jp_fetch)
+        sim = sim_profile.simulator
+        registry = jp_serverapp.web_app.settings["databrickslabs_jupyterlab_registry"]
+
+        def reads() -> int:
+            return sum(n for call, n in sim.calls().items() if "clusters/get" in call)
+
+        before = reads()
+        unknown = ("GET", "clusters", "demo", "0101-000000-unknown01")
+        deadline = time.monotonic() + 60
+        code, body = await client.call(*unknown)
+        while code == 200:  # the first read may outlast first_read_wait on a loaded machine
+            assert body["state"] == "unknown" and time.monotonic() < deadline, body
+            await asyncio.sleep(0.2)
+            code, body = await client.call(*unknown)
+        assert code == 404 and body["error"] == "no_such_cluster", body
+        for _ in range(20):
+            code, body = await client.call(*unknown)
+            assert code == 404 and body["error"] == "no_such_cluster", body
+        assert reads() - before == 1
+
+        code, _ = await client.call("GET", "clusters", "demo", sim_profile.cluster_id)
+        assert code == 200
+        other = sim.add_cluster("second-cluster")
+        code, body = await client.call("GET", "clusters", "demo", other)
+        assert code == 200, body  # the idle first entry made room
+        assert [c.cluster_id for c in registry.connections()] == [other]
