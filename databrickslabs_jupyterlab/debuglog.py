@@ -54,11 +54,10 @@ _PATTERNS: list[tuple[re.Pattern[str], Any]] = [
         rf"\g<1>{MASK}",
     ),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1> {MASK}"),
-    # signed URLs: ?sig=..., &X-Amz-Signature=...; an OAuth authorization code (code=...)
+    # signed URLs: ?sig=..., &X-Amz-Signature=...; an OAuth authorization code (?code=, &code=;
+    # not a bare "code=", which is mostly an exit code)
     (
-        re.compile(
-            r"(?i)([?&](?:sig|signature|x-amz-signature)=|" + _NOT_NAME + r"code=)[^&\s\"']+"
-        ),
+        re.compile(r"(?i)([?&](?:sig|signature|x-amz-signature|code)=)[^&\s\"']+"),
         rf"\g<1>{MASK}",
     ),
     # https://user:password@host, https://token@host (user info is a credential either way)
