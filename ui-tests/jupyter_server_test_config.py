@@ -142,6 +142,30 @@ if PYSPARK_PATH:
     spec_dir.mkdir()
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     KernelSpecManager().install_kernel_spec(str(spec_dir), spark_kernel_name, user=True)
+# A second cluster whose simulated driver runs the cluster's own Spark application (spark.spec.ts
+# starts it): its kernel attaches through the gateway hand-off, as on Databricks. TERMINATED until
+# then, so that the other tests never pay for its JVM.
+SPARK_CLUSTER_ID = "0101-000000-uispark1"
+spark_cluster_kernel_name = ""
+if PYSPARK_PATH:
+    sim.add_cluster(
+        "ui-spark-cluster",
+        cluster_id=SPARK_CLUSTER_ID,
+        state="TERMINATED",
+        ssh_public_keys=[public_key],
+    )
+    runtime = sim.cluster(SPARK_CLUSTER_ID).runtime
+    runtime.pyspark_path, runtime.spark_enabled = PYSPARK_PATH, True
+    with open(ssh_config, "a") as f:
+        f.write(sim.ssh_config_entry(SPARK_CLUSTER_ID, str(key)))
+    spec = kernelspecs.kernel_json(
+        PROFILE, SPARK_CLUSTER_ID, "ui-spark-cluster", "spark", kernel_env={"PYTHONPATH": PYSPARK_PATH}
+    )
+    spark_cluster_kernel_name = kernelspecs.kernel_name(spec["display_name"])
+    spec_dir = root / "spark-cluster-spec"
+    spec_dir.mkdir()
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    KernelSpecManager().install_kernel_spec(str(spec_dir), spark_cluster_kernel_name, user=True)
 display_names = {s.name: s.display_name for s in kernelspecs.list_kernelspecs()}
 display_name = display_names.get(kernel_name, kernel_name)
 
@@ -157,6 +181,9 @@ info = {
     "driver_library": PROBE,
     "spark_kernel_name": spark_kernel_name,
     "spark_kernel_display_name": display_names.get(spark_kernel_name, ""),
+    "spark_cluster_id": SPARK_CLUSTER_ID if PYSPARK_PATH else "",
+    "spark_cluster_kernel_name": spark_cluster_kernel_name,
+    "spark_cluster_kernel_display_name": display_names.get(spark_cluster_kernel_name, ""),
 }
 info_path = Path(os.environ.get("DBJL_UI_INFO", root / "info.json"))
 info_path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,10 @@ export interface IInfo {
   /** A kernelspec whose remote kernel has pyspark (empty without pyspark or Java). */
   spark_kernel_name: string;
   spark_kernel_display_name: string;
+  /** A cluster whose driver runs its own Spark application (empty without pyspark or Java). */
+  spark_cluster_id: string;
+  spark_cluster_kernel_name: string;
+  spark_cluster_kernel_display_name: string;
 }
 
 export const IMAGES = path.resolve(__dirname, '..', '..', 'docs', 'images');
