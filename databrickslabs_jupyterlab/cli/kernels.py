@@ -83,8 +83,10 @@ async def _cluster_and_transport(ctx: Context) -> tuple[Any, ClusterInfo, str]:
         if asked is None:
             progress(f"=> {route.why}")
         return ws, info, kernelspecs.COMMAND_API
-    if route.transport == transport.SSH and route.alias is None:
-        ws, info = await cluster(ctx)  # classic SSH: the key must be on the cluster
+    if route.transport == transport.SSH:
+        # Classic SSH or the user's own Host entry: the profile's key must exist and be on the
+        # cluster, as before transports were chosen (the tunnel needs neither).
+        ws, info = await cluster(ctx)
     return ws, info, kernelspecs.SSH
 
 
