@@ -11,6 +11,8 @@
 Callers import this package (``from . import ssh``) and use the names below.
 """
 
+import logging
+
 from ..hostkeys import HostKeyStore
 from ..sshconfig import read_host_entry
 from .commands import (
@@ -70,3 +72,9 @@ __all__ = [
     "stream",
     "upload",
 ]
+
+# asyncssh logs every connection and channel at INFO: runners that show INFO on the console
+# (papermill) printed them among the notebook's progress. Unless someone set its level, only
+# its warnings show (the CLI's -D sets its own levels).
+if logging.getLogger("asyncssh").level == logging.NOTSET:
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
