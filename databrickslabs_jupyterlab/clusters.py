@@ -49,6 +49,10 @@ WorkspaceFactory = Callable[[str], Awaitable[Any]]
 log = logging.getLogger(__name__)
 
 
+#: Seconds between two SSH checks of a cluster reached through the Databricks SSH tunnel.
+TUNNEL_PROBE_INTERVAL = 60.0
+
+
 def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -116,6 +120,7 @@ class ClusterConnection:
         #: How the cluster is reached, judged at every read (see :mod:`.transport`).
         self.route: transport.Route | None = None
         self._op_transport: str | None = None
+        self._probed_at = 0.0
         self.operation: dict[str, Any] | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=self.settings.event_history)
         self.not_found = False
@@ -398,8 +403,18 @@ class ClusterConnection:
         self.route = await self._route(info)
         self.first_read.set()
         self._publish()
-        if info.state in RUNNING and self.route.uses_ssh:
+        if info.state in RUNNING and self.route.uses_ssh and self._probe_due(info):
             await self._probe(info)
+
+    def _probe_due(self, info: ClusterInfo) -> bool:
+        """Every refresh for SSH; through the Databricks SSH tunnel, whose ProxyCommand is a
+        Databricks CLI run with workspace calls of its own, at most once a minute while the
+        driver stays the same."""
+        if self.route is None or self.route.transport != transport.TUNNEL:
+            return True
+        if self._probe_for != (info.driver_start, info.public_dns):
+            return True
+        return time.monotonic() - self._probed_at >= TUNNEL_PROBE_INTERVAL
 
     def _apply(self, info: ClusterInfo) -> None:
         if self._op_error and info.state != self._op_error_cluster_state:
@@ -434,7 +449,7 @@ class ClusterConnection:
             self._missing = probe.missing
             if not probe.missing:
                 self._libraries_ok_for = key
-        self._probe_for = key
+        self._probe_for, self._probed_at = key, time.monotonic()
         self._publish()
 
     # ------------------------------------------------------------- operations
