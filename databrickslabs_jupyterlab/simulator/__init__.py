@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime
 import hmac
+import json
 import random
 import re
 import secrets
@@ -30,6 +32,7 @@ from .api import make_app
 from .driver import SSH_MODES, ensure_driver_env, free_port
 from .keys import make_keypair
 from .lifecycle import ACCESS_MODES, CREATOR, SimCluster
+from .oidc import CLI_CLIENT_ID, Issuer
 from .policies import NO_SSH_KEYS, ClusterPolicy, validate_definition
 
 __all__ = [
@@ -62,13 +65,15 @@ class Simulator:
         pyspark_path: str | Path | None = None,
         spark: bool | None = None,
         public_ip: bool = True,
+        oauth_token_lifetime: float = 3600.0,
     ) -> None:
         """``public_ip=False``: the workspace uses secure cluster connectivity, so its clusters
         (unless :meth:`add_cluster` says otherwise) have no ``driver.public_dns`` and no
         reachable sshd. ``pyspark_path``: a folder holding pyspark (``pip install --target``), put on the
         driver's PYTHONPATH; the driver then runs one Spark application per cluster start.
         ``spark=True`` runs Spark with the driver Python's own pyspark; without either, no JVM
-        is ever started."""
+        is ever started. ``oauth_token_lifetime``: seconds an OAuth access token is good for
+        (Databricks: one hour; short ones make clients refresh)."""
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self._rng = random.Random(seed)
@@ -90,6 +95,7 @@ class Simulator:
         self.host = "127.0.0.1"
         self.public_ip = public_ip
         self._clusters: dict[str, SimCluster] = {}
+        self.oidc = Issuer(oauth_token_lifetime)
         self.policies: dict[str, ClusterPolicy] = {}
         self._failures: list[tuple[int, str | None]] = []
         self._server: tornado.httpserver.HTTPServer | None = None
@@ -305,6 +311,52 @@ class Simulator:
     # -- profile text ------------------------------------------------------------------------
     def profile_text(self, profile: str = "demo") -> str:
         return f"[{profile}]\nhost = {self.url}\ntoken = {self.token}\n"
+
+    def add_service_principal(self) -> tuple[str, str]:
+        """A service principal with an OAuth secret: ``(client_id, client_secret)``."""
+        return self.oidc.add_service_principal()
+
+    def m2m_profile_text(self, profile: str = "demo-m2m") -> str:
+        """A profile of a new service principal (OAuth machine-to-machine)."""
+        client_id, secret = self.add_service_principal()
+        return (
+            f"[{profile}]\nhost = {self.url}\nclient_id = {client_id}\nclient_secret = {secret}\n"
+        )
+
+    def u2m_profile_text(self, profile: str = "demo-u2m", user: str = CREATOR) -> str:
+        """A user-to-machine profile as if ``user`` had logged in through the browser: writes
+        databricks-sdk's token cache entry for it under the current ``~`` (a refresh token and
+        an access token that has expired already, so the first use refreshes)."""
+        from databricks.sdk.oauth import OidcEndpoints, TokenCache
+
+        refresh = self.oidc.add_user_session(user)
+        access = self.oidc.access_token(
+            user, CLI_CLIENT_ID, "all-apis offline_access", f"{self.url}/oidc", lifetime=0
+        )
+        cache = TokenCache(
+            host=self.url,
+            oidc_endpoints=OidcEndpoints(
+                authorization_endpoint=f"{self.url}/oidc/v1/authorize",
+                token_endpoint=f"{self.url}/oidc/v1/token",
+            ),
+            client_id=CLI_CLIENT_ID,
+            scopes=["all-apis", "offline_access"],
+            profile=profile,
+        )
+        expired = datetime.datetime.now() - datetime.timedelta(minutes=5)
+        entry = {
+            "token": {
+                "access_token": access,
+                "token_type": "Bearer",
+                "expiry": expired.isoformat(),
+                "refresh_token": refresh,
+            }
+        }
+        path = Path(cache.filename)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(entry))
+        return f"[{profile}]\nhost = {self.url}\nauth_type = external-browser\n"
 
     def ssh_config_entry(self, cluster_id: str, identity_file: str) -> str:
         """A classic ``Host <cluster_id>`` entry (port 2200 of a driver with a public IP)."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 import tornado.web
 
-from . import tunnel
+from . import oidc, tunnel
 from .commands import ALL_LANGUAGES, LANGUAGES, CommandError
 from .lifecycle import ACCESS_MODES, ClusterStateError
 from .policies import violations
@@ -69,16 +69,7 @@ class _Base(tornado.web.RequestHandler):
 
     async def prepare(self) -> None:
         if self.is_api:
-            self.sim.calls[f"{self.request.method} {self.request.path}"] += 1
-            if self.sim.latency > 0:
-                await asyncio.sleep(self.sim.latency)
-            failure = self.sim._take_failure(self.request.path)
-            if failure is not None:
-                raise ApiError(
-                    failure,
-                    _STATUS_CODES.get(failure, "INTERNAL_ERROR"),
-                    _STATUS_MESSAGES.get(failure, "Simulated failure."),
-                )
+            await self.count_and_fail()
         header = self.request.headers.get("Authorization", "")
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential:
@@ -87,8 +78,26 @@ class _Base(tornado.web.RequestHandler):
                 "UNAUTHENTICATED",
                 "Credential was not sent or was of an unsupported type for this API.",
             )
-        if not self.sim._token_matches(credential.strip()):
+        # The personal access token, or an OAuth access token of the workspace's issuer.
+        if self.sim._token_matches(credential.strip()):
+            return
+        verdict = self.sim.oidc.check(credential.strip())
+        if verdict == "expired":
+            raise ApiError(401, "UNAUTHENTICATED", "Token expired.")
+        if verdict != "valid":
             raise ApiError(401, "UNAUTHENTICATED", "Invalid access token.")
+
+    async def count_and_fail(self) -> None:
+        self.sim.calls[f"{self.request.method} {self.request.path}"] += 1
+        if self.sim.latency > 0:
+            await asyncio.sleep(self.sim.latency)
+        failure = self.sim._take_failure(self.request.path)
+        if failure is not None:
+            raise ApiError(
+                failure,
+                _STATUS_CODES.get(failure, "INTERNAL_ERROR"),
+                _STATUS_MESSAGES.get(failure, "Simulated failure."),
+            )
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -162,7 +171,13 @@ class WellKnownHandler(_Base):
         return None
 
     def get(self) -> None:
-        self.reply({"workspace_id": self.sim.workspace_id, "cloud": "aws", "oidc_endpoint": ""})
+        self.reply(
+            {
+                "workspace_id": self.sim.workspace_id,
+                "cloud": "aws",
+                "oidc_endpoint": f"{self.sim.url}/oidc",
+            }
+        )
 
 
 class ClustersGet(_Base):
@@ -616,12 +631,17 @@ class NotFound(_Base):
         raise tornado.web.HTTPError(404)
 
 
+OidcDiscovery, OidcToken = oidc.make_handlers(_Base)
+
+
 def make_app(sim: Simulator) -> tornado.web.Application:
     kw = {"sim": sim}
     cid = r"([^/]+)"
     return tornado.web.Application(
         [
             (r"/\.well-known/databricks-config", WellKnownHandler, kw),
+            (r"/oidc/\.well-known/oauth-authorization-server", OidcDiscovery, kw),
+            (r"/oidc/v1/token", OidcToken, kw),
             # 2.1 is what current SDKs call; 2.0 serves older clients the same way.
             (r"/api/2\.[01]/clusters/get", ClustersGet, kw),
             (r"/api/2\.[01]/clusters/list", ClustersList, kw),

@@ -156,6 +156,19 @@ class SimulatorThread:
     def profile_text(self, profile: str = "demo") -> str:
         return self.sim.profile_text(profile)
 
+    def m2m_profile_text(self, profile: str = "demo-m2m") -> str:
+        return self._sync(self.sim.m2m_profile_text, profile)
+
+    def u2m_profile_text(self, profile: str = "demo-u2m", **kwargs: Any) -> str:
+        return self.sim.u2m_profile_text(profile, **kwargs)  # writes a file: not on the loop
+
+    def add_service_principal(self) -> tuple[str, str]:
+        return self._sync(self.sim.add_service_principal)
+
+    def oauth_issued(self) -> dict[str, int]:
+        """Access tokens issued so far, by grant type (``client_credentials``, ``refresh_token``)."""
+        return self._sync(lambda: dict(self.sim.oidc.issued))
+
     def ssh_config_entry(self, cluster_id: str, identity_file: str) -> str:
         return self.sim.ssh_config_entry(cluster_id, identity_file)
 
