@@ -99,19 +99,30 @@ def config_file_path(config_file: str | None = None) -> Path:
 
 
 def _auth_type(section: configparser.SectionProxy) -> str:
+    """The method databricks-sdk's unified auth picks for the profile: ``auth_type`` if set,
+    else the first of its default chain whose settings the profile has."""
     explicit = section.get("auth_type")
     if explicit:
-        return explicit.strip()
+        return explicit.strip().lower()
     if section.get("token"):
         return "pat"
+    if section.get("username") and section.get("password"):
+        return "basic"
+    if section.get("metadata_service_url"):
+        return "metadata-service"
     if section.get("client_id") and section.get("client_secret"):
         return "oauth-m2m"
+    if section.get("oidc_token_filepath"):
+        return "file-oidc"
     if section.get("azure_client_id") and section.get("azure_client_secret"):
         return "azure-client-secret"
     if section.get("azure_workspace_resource_id") or section.get("azure_tenant_id"):
         return "azure-cli"
-    if section.get("username") and section.get("password"):
-        return "basic"
+    if section.get("google_credentials"):
+        return "google-credentials"
+    if section.get("google_service_account"):
+        return "google-id"
+    # Nothing else: the Databricks CLI's OAuth login (`databricks auth login`) is what is left.
     return "databricks-cli"
 
 
