@@ -67,8 +67,19 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
                 "reason": reason,
                 "error": "internal_error",
             }
+        if status_code == 405:  # RFC 9110: a 405 lists the methods the resource has
+            self.set_header("Allow", ", ".join(self._methods()))
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
+
+    @classmethod
+    def _methods(cls) -> list[str]:
+        base = tornado.web.RequestHandler
+        return [
+            m
+            for m in cls.SUPPORTED_METHODS
+            if getattr(cls, m.lower(), None) is not getattr(base, m.lower(), None)
+        ]
 
     def write_json(self, body: Any, status: int = 200) -> None:
         self.set_status(status)

@@ -43,6 +43,10 @@ _COMMON = {
     ),
 }
 
+# Tornado refuses a body it cannot parse (a form without its boundary) before any handler runs,
+# on every route and before the login is read.
+_MALFORMED = _error("A request body that cannot be parsed", ["bad_request"])
+
 _PROFILE_PARAM = {
     "name": "profile",
     "in": "path",
@@ -272,7 +276,8 @@ def build_openapi() -> dict[str, Any]:
     }
     cluster_params = [_PROFILE_PARAM, _CLUSTER_PARAM]
     bad_input = _error(
-        "Bad input", ["invalid_profile", "invalid_cluster_id", "invalid_body", "invalid_query"]
+        "Bad input",
+        ["invalid_profile", "invalid_cluster_id", "invalid_body", "invalid_query", "bad_request"],
     )
     unknown = _error("Unknown profile, cluster or kernel", ["no_such_profile", "no_such_cluster"])
 
@@ -306,7 +311,11 @@ def build_openapi() -> dict[str, Any]:
             "get": {
                 "operationId": "listProfiles",
                 "summary": "Profiles of the Databricks config file (never a token)",
-                "responses": {"200": _ok("Profiles", "Profiles"), "403": _COMMON["403"]},
+                "responses": {
+                    "200": _ok("Profiles", "Profiles"),
+                    "400": _MALFORMED,
+                    "403": _COMMON["403"],
+                },
             }
         },
         "/clusters": {
@@ -397,6 +406,7 @@ def build_openapi() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _ok("The kernel and its cluster", "KernelStatus"),
+                    "400": _MALFORMED,
                     "404": _error(
                         "Unknown kernel or not a Databricks kernel",
                         ["no_such_kernel", "not_a_databricks_kernel", "no_such_cluster"],
@@ -413,6 +423,7 @@ def build_openapi() -> dict[str, Any]:
                         "description": "This document",
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
+                    "400": _MALFORMED,
                     "403": _COMMON["403"],
                 },
             }
