@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import inspect
+import os
+import threading
+import time
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
@@ -16,6 +21,24 @@ from .settings import DriverSettings
 
 #: Seconds the extension's stop may take (the cluster watchers; kernels are stopped apart).
 STOP_WITHIN = 3.0
+#: Seconds after its stop began by which a stopped server's process is gone, even when worker
+#: threads still wait for a workspace or driver that no longer answers (a network gone).
+EXIT_WITHIN = 12.0
+
+
+def _bound_exit(began: float) -> None:
+    """Runs when the interpreter exits, before the thread pools are joined: a worker thread
+    blocked in a workspace call (SDK timeouts and retries, 10-30 s) must not hold the exit.
+    The timer is a daemon thread: once Python finalizes, it can no longer fire."""
+
+    def leave() -> None:
+        with contextlib.suppress(OSError):
+            os.write(2, b"databrickslabs_jupyterlab: leaving worker threads that still wait\n")
+        os._exit(0)
+
+    timer = threading.Timer(max(EXIT_WITHIN - (time.monotonic() - began), 1.0), leave)
+    timer.daemon = True
+    timer.start()
 
 
 class DatabricksLabsJupyterLab(ExtensionApp):
@@ -150,6 +173,13 @@ class DatabricksLabsJupyterLab(ExtensionApp):
     async def stop_extension(self) -> None:
         # The server's stop waits for this: it must end in time whatever the workspace and the
         # drivers do (a watcher that does not stop in time is left to the process's exit).
+        began = time.monotonic()
+        register = getattr(threading, "_register_atexit", None)
+        if callable(register) and getattr(self.serverapp, "_stopping", False):
+            # Only for a server that really stops (ServerApp.stop, e.g. on SIGTERM); tests
+            # that clean up a server in their own process never arm it.
+            with contextlib.suppress(RuntimeError):
+                register(functools.partial(_bound_exit, began))
         if self.registry is None:
             return
         task = asyncio.ensure_future(self.registry.stop())

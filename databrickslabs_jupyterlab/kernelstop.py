@@ -30,9 +30,9 @@ from .settings import DriverSettings
 CLEANUP_TIMEOUT = 8.0
 #: Upper bound for everything one shutdown (or restart) sends to the driver. A server's stop
 #: must end within 15 s whatever the driver or the network do.
-SHUTDOWN_BUDGET = 8.0
+SHUTDOWN_BUDGET = 6.0
 #: The interrupt before a shutdown request is a courtesy: it gets at most this long.
-SHUTDOWN_INTERRUPT_TIMEOUT = 2.0
+SHUTDOWN_INTERRUPT_TIMEOUT = 1.0
 
 
 class ProvisionerError(RuntimeError):

@@ -215,6 +215,7 @@ def _start_server(folder: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={root}",
         f"--IdentityProvider.token={token}",
+        "--DatabricksLabsJupyterLab.steady_refresh_interval=0.5",
     ]
     if os.geteuid() == 0:
         argv.append("--allow-root")
