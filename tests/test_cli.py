@@ -148,8 +148,8 @@ def test_profiles_table(dj, sim_profile) -> None:
     run = dj("-p")
     assert run.code == 0
     rows = {line.split()[0]: line.split() for line in run.out.splitlines()[1:] if line.strip()}
-    assert rows["demo"][1:] == [sim_profile.host, "OK"]
-    assert rows["azure"][2] == "MISSING"
+    assert rows["demo"][1:] == [sim_profile.host, "pat", "OK"]
+    assert rows["azure"][3] == "MISSING"
     assert "token" not in run.out and sim_profile.simulator.token not in run.out
     data = {p["profile"]: p for p in dj("-p", "--json").json()}
     assert data["demo"]["ssh_key_status"] == "ok"

@@ -87,8 +87,11 @@ def show_profiles(args: argparse.Namespace) -> int:
         return EXIT_OK
     out(
         table(
-            [(r["profile"], r["host"] or "--", r["ssh_key_status"].upper()) for r in rows],
-            ("PROFILE", "HOST", "SSH KEY"),
+            [
+                (r["profile"], r["host"] or "--", r["auth_type"], r["ssh_key_status"].upper())
+                for r in rows
+            ],
+            ("PROFILE", "HOST", "AUTH", "SSH KEY"),
         )
     )
     missing = [r for r in rows if r["ssh_key_status"] == "missing"]
@@ -104,9 +107,11 @@ def show_profiles(args: argparse.Namespace) -> int:
 def show_profile(ctx: Context) -> None:
     """A profile named without an action: what the CLI knows about it."""
     _, status = key_status(ctx.settings, ctx.profile)
+    auth = next((p.auth_type for p in list_profiles(ctx.settings) if p.name == ctx.profile), None)
     data = {
         "profile": ctx.profile,
         "host": ctx.host,
+        "auth_type": auth,
         "azure_org_id": ctx.org,
         "ssh_key": str(ctx.key_path),
         "ssh_key_status": status.lower(),
@@ -116,6 +121,7 @@ def show_profile(ctx: Context) -> None:
         return
     out(f"profile       {ctx.profile}")
     out(f"host          {ctx.host or '--'}")
+    out(f"auth          {auth or '--'}")
     if ctx.org:
         out(f"azure org id  {ctx.org}")
     out(f"ssh key       {tilde(ctx.key_path)} ({status})")
