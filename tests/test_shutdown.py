@@ -278,3 +278,26 @@ def test_server_stops_within_bounds_while_the_network_to_the_driver_is_gone(
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_a_stopped_server_does_not_wait_for_worker_threads_stuck_on_the_network() -> None:
+    """What app.py arms when a server stops: at the interpreter's exit, a worker thread still
+    blocked in a call (here a 60 s sleep in the default executor, like a workspace call on a
+    network that went away) holds the exit no longer than the stop's time (EXIT_WITHIN)."""
+    script = (
+        "import asyncio, functools, threading, time\n"
+        "from databrickslabs_jupyterlab import app\n"
+        "async def main():\n"
+        "    asyncio.get_running_loop().run_in_executor(None, time.sleep, 60)\n"
+        "    began = time.monotonic() - app.EXIT_WITHIN + 1  # the stop began long ago\n"
+        "    threading._register_atexit(functools.partial(app._bound_exit, began))\n"
+        "    await asyncio.sleep(0.1)\n"
+        # Like a Jupyter server: its loop stops, nothing shuts the executor down before exit.
+        "asyncio.new_event_loop().run_until_complete(main())\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert took < 30, f"the exit waited {took:.1f} s for the stuck worker thread"
+    assert b"leaving worker threads that still wait" in done.stderr
