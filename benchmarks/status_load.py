@@ -26,65 +26,27 @@ import asyncio
 import json
 import math
 import os
-import secrets
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from databrickslabs_jupyterlab.simulator import SimulatorThread, make_keypair  # noqa: E402
+from harness import (  # noqa: E402
+    Connection,
+    http,
+    simulated_workspace,
+    start_server,
+    stop_server,
+)
 
 GET_CALL = "GET /api/2.1/clusters/get"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-class Connection:
-    """A minimal keep-alive HTTP/1.1 client, so the load generator costs little per request."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self.port = port
-        self.token = token
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def get(self, path: str) -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        assert self.reader is not None
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-            f"Authorization: token {self.token}\r\nConnection: keep-alive\r\n\r\n"
-        )
-        self.writer.write(request.encode())
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        await self.reader.readexactly(length)
-        return status
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 async def _load(port: int, token: str, path: str, clients: int, duration: float) -> list[float]:
@@ -122,17 +84,6 @@ def _summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
     }
 
 
-def _http(port: int, token: str, method: str, path: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        method=method,
-        data=b"" if method == "POST" else None,
-        headers={"Authorization": f"token {token}"},
-    )
-    with urllib.request.urlopen(request, timeout=70) as response:  # noqa: S310 - localhost
-        return json.loads(response.read())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -144,64 +95,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 10, 100])
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="dbjl-bench-"))
-    (home / ".ssh").mkdir(mode=0o700)
-    sim = SimulatorThread(time_scale=0.1, state_dir=home / "sim")
-    sim.start()
-    server: subprocess.Popen[bytes] | None = None
+    home, sim, cluster_id = simulated_workspace("dbjl-bench-", "bench")
+    server = None
     try:
-        identity = home / ".ssh" / "id_demo"
-        public = make_keypair(identity)
-        cluster_id = sim.add_cluster("bench", ssh_public_keys=[public])
-        (home / ".databrickscfg").write_text(sim.profile_text("demo"))
-        (home / ".ssh" / "config").write_text(sim.ssh_config_entry(cluster_id, str(identity)))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "DBJL_"))}
-        env.update(
-            HOME=str(home),
-            DATABRICKS_CONFIG_FILE=str(home / ".databrickscfg"),
-            DBJL_SSH_CONFIG=str(home / ".ssh" / "config"),
-            DBJL_STATE_DIR=str(home / ".databrickslabs_jupyterlab"),
-            DBJL_DRIVER_PYTHON=sim.driver_python,
-            JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
-            JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-        )
-        port, token = _free_port(), secrets.token_hex(16)
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_server",
-                f"--port={port}",
-                "--ip=127.0.0.1",
-                "--no-browser",
-                "--allow-root",
-                f"--IdentityProvider.token={token}",
-                f"--ServerApp.root_dir={home}",
-                "--ServerApp.jpserver_extensions={'databrickslabs_jupyterlab': True}",
-                "--ServerApp.log_level=WARN",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(home / "server.log", "wb"),  # noqa: SIM115 - lives as long as the server
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _http(port, token, "GET", "/api/status")
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    sys.stderr.write((home / "server.log").read_text())
-                    raise
-                time.sleep(0.2)
+        server, port, token = start_server(home, sim)
         ours = f"/databrickslabs-jupyterlab/api/v1/clusters/demo/{cluster_id}"
-        _http(port, token, "POST", ours + "/start")
-        status = _http(port, token, "GET", ours)
+        http(port, token, "POST", ours + "/start")
+        status = http(port, token, "GET", ours)
         deadline = time.monotonic() + 120
         while status["state"] != "connected" or status["operation"] is not None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cluster did not connect: {status['message']}")
-            status = _http(port, token, "GET", f"{ours}?wait=10&since={status['version']}")
+            status = http(port, token, "GET", f"{ours}?wait=10&since={status['version']}")
         time.sleep(12)  # past the fast window: measure the steady cadence
 
         results = []
@@ -231,7 +136,7 @@ def main() -> None:
                     "upstream_clusters_get_per_s": round(upstream, 3),
                 }
             )
-        final = _http(port, token, "GET", ours)
+        final = http(port, token, "GET", ours)
         print(
             json.dumps(
                 {
@@ -247,12 +152,7 @@ def main() -> None:
             )
         )
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop_server(server)
         sim.stop()
 
 
