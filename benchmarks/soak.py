@@ -124,7 +124,7 @@ class Soak:
                     self.short_answers += 1
                 try:
                     await asyncio.wait_for(self.stop.wait(), self.args.short_interval)
-                except TimeoutError:
+                except asyncio.TimeoutError:  # not TimeoutError before 3.11
                     pass
         finally:
             conn.close()
@@ -157,7 +157,7 @@ async def _run(soak: Soak, sim: SimulatorThread, server: Server, cluster_id: str
             await asyncio.to_thread(server.sample)
             try:
                 await asyncio.wait_for(soak.stop.wait(), 0.5)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not TimeoutError before 3.11
                 pass
 
     tasks = [asyncio.ensure_future(soak.long_poller()) for _ in range(args.long_pollers)]

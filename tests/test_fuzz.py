@@ -66,7 +66,7 @@ def _config(path: Path, cluster_id: str) -> Path:
 async def _schemathesis(
     config: Path, report: Path, *args: str, phases: str = "examples,coverage,fuzzing"
 ) -> tuple[int, str]:
-    """Run ``st run`` and return its exit code and output (the output is bounded in time)."""
+    """Run ``st run``; its exit code and output (killed after 240 s: a hang fails the test)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}
     env.update(NO_COLOR="1", COLUMNS="120", SCHEMATHESIS_HOOKS="")
     proc = await asyncio.create_subprocess_exec(
@@ -91,7 +91,12 @@ async def _schemathesis(
         env=env,
         cwd=config.parent,  # its cache folder (.schemathesis) stays out of the checkout
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 240)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 240)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
     return proc.returncode or 0, out.decode(errors="replace")
 
 
