@@ -309,10 +309,18 @@ def create_venv(
     _run([base, "-m", "venv", str(path)], on_line, "Creating the venv")
     req_file = path / "requirements-mirror.txt"
     req_file.write_text(text, encoding="utf-8")
-    py = str(venv_python(path))
+    _pip_install([str(venv_python(path))], req_file, pip_args, on_line)
+    return path
+
+
+def _pip_install(
+    python: list[str], req_file: Path, pip_args: Iterable[str], on_line: Callable[[str], None]
+) -> None:
+    """``python -m pip install -r req_file`` (``python``: the words that run the target's
+    Python), pip's lines prefixed for the person watching."""
     _run(
         [
-            py,
+            *python,
             "-m",
             "pip",
             "install",
@@ -326,7 +334,6 @@ def create_venv(
         lambda line: on_line(f"pip: {line}"),
         "Installing the mirrored packages",
     )
-    return path
 
 
 def create_conda(
@@ -354,24 +361,5 @@ def create_conda(
     with tempfile.TemporaryDirectory(prefix="dbjl-mirror-") as tmp:
         req_file = Path(tmp) / "requirements.txt"
         req_file.write_text(text, encoding="utf-8")
-        _run(
-            [
-                exe,
-                "run",
-                "--name",
-                name,
-                "python",
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--progress-bar",
-                "off",
-                *pip_args,
-                "-r",
-                str(req_file),
-            ],
-            lambda line: on_line(f"pip: {line}"),
-            "Installing the mirrored packages",
-        )
+        _pip_install([exe, "run", "--name", name, "python"], req_file, pip_args, on_line)
     return name
