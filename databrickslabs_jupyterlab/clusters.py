@@ -477,8 +477,8 @@ class ClusterConnection:
 
         Returns True when an operation runs afterwards (a new one, or the one already running,
         which takes the named kernel along), False when there was nothing to do (a start of a
-        connected cluster). Raises :class:`~.operations.Conflict` for a reconfigure of a cluster
-        that does not run.
+        connected cluster without disconnected kernels). Raises
+        :class:`~.operations.Conflict` for a reconfigure of a cluster that does not run.
         """
         operations.check_request(kind, restart_kernels)
         if self.op_running():
@@ -486,7 +486,8 @@ class ClusterConnection:
                 self._op_kernels.add(kernel_id)
             return True
         cluster_state = self.info.state if self.info else None
-        if not operations.admit(kind, self.state, cluster_state, self.cluster_id):
+        waiting = any(k.state == "disconnected" for k in self._kernel_infos())
+        if not operations.admit(kind, self.state, cluster_state, self.cluster_id, waiting):
             return False
         self._op_transport = transport_asked
         self.start_operation(kind, kernel_id, restart_kernels)

@@ -97,11 +97,16 @@ def check_request(kind: str, restart_kernels: str) -> None:
         raise ValueError(f"restart_kernels must be one of {', '.join(RESTART_CHOICES)}")
 
 
-def admit(kind: str, state: str, cluster_state: str | None, cluster_id: str) -> bool:
+def admit(
+    kind: str, state: str, cluster_state: str | None, cluster_id: str, waiting: bool = False
+) -> bool:
     """Whether an operation asked for now has work to do (the API's rules).
 
-    ``start`` on a ``connected`` cluster has none: the answer is the current status and no
-    kernel is touched. ``reconfigure`` of a cluster that does not run is a :class:`Conflict`.
+    ``start`` on a ``connected`` cluster has none, unless a kernel of it waits for a restart
+    (``waiting``: a kernel ``disconnected`` by a driver restart is told to start the cluster,
+    and the driver may be back before the person asks): the answer is then the current status
+    and no kernel is touched. ``reconfigure`` of a cluster that does not run is a
+    :class:`Conflict`.
     """
     if kind == "reconfigure" and cluster_state not in RUNNING:
         raise Conflict(
@@ -109,7 +114,7 @@ def admit(kind: str, state: str, cluster_state: str | None, cluster_id: str) -> 
             f"Cluster {cluster_id} is not running ({cluster_state or 'state unknown'}); "
             "start it instead.",
         )
-    return not (kind == "start" and state == "connected")
+    return not (kind == "start" and state == "connected" and not waiting)
 
 
 def kernels_to_restart(
