@@ -370,8 +370,9 @@ def build_openapi() -> dict[str, Any]:
             "start",
             {
                 "200": _ok(
-                    "The cluster is already connected: nothing was started and no kernel "
-                    "restarts (the current status)",
+                    "The cluster is already connected and none of its kernels is "
+                    "disconnected: nothing was started and no kernel restarts (the current "
+                    "status)",
                     "ClusterStatus",
                 ),
                 "409": _error(
@@ -379,8 +380,8 @@ def build_openapi() -> dict[str, Any]:
                     ["transport_impossible"],
                 ),
             },
-            "Start the cluster and prepare SSH and the driver (single-flight); a no-op on a "
-            "connected cluster",
+            "Start the cluster and prepare SSH and the driver (single-flight); on a "
+            "connected cluster it only restarts the disconnected kernels (a no-op without any)",
         ),
         "/clusters/{profile}/{cluster_id}/reconfigure": operation(
             "reconfigure",
