@@ -242,8 +242,10 @@ def spark_cells(code: Any, md: Any) -> list[dict[str, Any]]:
             "interrupting the cell cancels it. `sc` links the cluster's Spark UI."
         ),
         code(
-            "spark.sql(\"SELECT reflect('java.lang.Thread', 'sleep', CAST(500 AS BIGINT)) \"\n"
-            '          "FROM range(0, 6, 1, 2)").count()'
+            "# six rows sleeping a second each on two partitions: about three seconds\n"
+            "rows = spark.sql(\"SELECT reflect('java.lang.Thread', 'sleep', CAST(1000 AS BIGINT)) \"\n"
+            '                 "FROM range(0, 6, 1, 2)").collect()\n'
+            "len(rows)"
         ),
         code("sc"),
     ]
