@@ -61,6 +61,8 @@ def test_discovery_grants_and_expiry(simulator: Any) -> None:
     assert doc["token_endpoint"] == f"{url}/oidc/v1/token"
     assert doc["authorization_endpoint"] == f"{url}/oidc/v1/authorize"
     assert "client_credentials" in doc["grant_types_supported"]
+    openid = f"{url}/oidc/.well-known/openid-configuration"
+    assert requests.get(openid, timeout=10).json() == doc
 
     client_id, secret = simulator.add_service_principal()
     token_url = doc["token_endpoint"]

@@ -640,7 +640,11 @@ def make_app(sim: Simulator) -> tornado.web.Application:
     return tornado.web.Application(
         [
             (r"/\.well-known/databricks-config", WellKnownHandler, kw),
-            (r"/oidc/\.well-known/oauth-authorization-server", OidcDiscovery, kw),
+            (
+                r"/oidc/\.well-known/(?:oauth-authorization-server|openid-configuration)",
+                OidcDiscovery,
+                kw,
+            ),
             (r"/oidc/v1/token", OidcToken, kw),
             # 2.1 is what current SDKs call; 2.0 serves older clients the same way.
             (r"/api/2\.[01]/clusters/get", ClustersGet, kw),
