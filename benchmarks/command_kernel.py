@@ -29,11 +29,8 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -43,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.kernel_latency import _percentile, _quiet, _start  # noqa: E402
+from benchmarks.simprocess import private_home, simulator_process  # noqa: E402
 
 #: Polling environment of each command-api variant (the kernel reads it at its start).
 SCHEDULES = {
@@ -153,85 +151,46 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
 
-    home = Path(tempfile.mkdtemp(prefix="dbjl-bench-"))
-    (home / ".ssh").mkdir(mode=0o700)
-    for name in list(os.environ):
-        if name.startswith(("DATABRICKS_", "DBJL_", "JUPYTER_")):
-            del os.environ[name]
+    home = private_home("dbjl-bench-")
     config_file = home / ".databrickscfg"
-    os.environ.update(
-        {
-            "HOME": str(home),
-            "DATABRICKS_CONFIG_FILE": str(config_file),
-            "DBJL_STATE_DIR": str(home / ".databrickslabs_jupyterlab"),
-            "DBJL_SSH_CONFIG": str(home / ".ssh" / "config"),
-            "JUPYTER_DATA_DIR": str(home / "jupyter-data"),
-            "JUPYTER_RUNTIME_DIR": str(home / "jupyter-runtime"),
-        }
-    )
     from jupyter_client.kernelspec import KernelSpecManager
 
     from databrickslabs_jupyterlab import kernelspecs
 
-    sim = subprocess.Popen(
-        [
-            sys.executable, "-m", "databrickslabs_jupyterlab.simulator",
-            "--clusters", "1", "--running", "--time-scale", "0.1",
-            "--autotermination-minutes", "0", "--write-profile", "bench",
-            "--config-file", str(config_file), "--ssh-dir", str(home / ".ssh"),
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
     try:
-        ssh_config, driver_python, cluster = "", "", ""
-        assert sim.stdout is not None
-        for line in sim.stdout:
-            if line.startswith("# simulator ready"):
-                break
-            if line.startswith("Host "):
-                cluster = line.split()[1]
-                ssh_config += line
-            elif line.startswith("  ") and cluster:
-                ssh_config += line
-            elif line.startswith("export DBJL_DRIVER_PYTHON="):
-                driver_python = line.strip().split("=", 1)[1]
-        else:
-            raise RuntimeError("the simulator did not start")
-        (home / ".ssh" / "config").write_text(ssh_config + "\n")
-        ws = Workspace(config_file, "bench")
-        # One spec per transport and schedule, side by side (create_kernelspec keeps one per
-        # cluster, so they are installed directly).
-        specs: dict[str, str] = {}
-        for name, transport in [("ssh", "ssh"), *((n, "command-api") for n in SCHEDULES)]:
-            spec = kernelspecs.kernel_json(
-                "bench",
-                cluster,
-                f"bench-{name}",
-                "bench",
-                {"driver_python": driver_python},
-                spark=False,
-                transport=transport,
-            )
-            folder = home / "specs" / name
-            folder.mkdir(parents=True)
-            (folder / "kernel.json").write_text(json.dumps(spec))
-            specs[name] = kernelspecs.kernel_name(spec["display_name"], transport)
-            KernelSpecManager().install_kernel_spec(str(folder), specs[name], user=True)
+        with simulator_process(home, "bench", 1) as sim:
+            [(cluster, ssh_config)] = sim.hosts.items()
+            driver_python = sim.driver_python
+            (home / ".ssh" / "config").write_text(ssh_config + "\n")
+            ws = Workspace(config_file, "bench")
+            # One spec per transport and schedule, side by side (create_kernelspec keeps one per
+            # cluster, so they are installed directly).
+            specs: dict[str, str] = {}
+            for name, transport in [("ssh", "ssh"), *((n, "command-api") for n in SCHEDULES)]:
+                spec = kernelspecs.kernel_json(
+                    "bench",
+                    cluster,
+                    f"bench-{name}",
+                    "bench",
+                    {"driver_python": driver_python},
+                    spark=False,
+                    transport=transport,
+                )
+                folder = home / "specs" / name
+                folder.mkdir(parents=True)
+                (folder / "kernel.json").write_text(json.dumps(spec))
+                specs[name] = kernelspecs.kernel_name(spec["display_name"], transport)
+                KernelSpecManager().install_kernel_spec(str(folder), specs[name], user=True)
 
-        async def warm_up() -> None:
-            for name, spec in specs.items():
-                km, kc, _ = await _start_with(spec, SCHEDULES.get(name, {}))
-                kc.stop_channels()
-                await km.shutdown_kernel()
+            async def warm_up() -> None:
+                for name, spec in specs.items():
+                    km, kc, _ = await _start_with(spec, SCHEDULES.get(name, {}))
+                    kc.stop_channels()
+                    await km.shutdown_kernel()
 
-        asyncio.run(warm_up())
-        results = asyncio.run(_measure(specs, ws, args.executes, args.sleeps, args.sleep))
+            asyncio.run(warm_up())
+            results = asyncio.run(_measure(specs, ws, args.executes, args.sleeps, args.sleep))
     finally:
-        sim.send_signal(signal.SIGINT)
-        try:
-            sim.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            sim.kill()
         shutil.rmtree(home, ignore_errors=True)
 
     base = results["ssh"]["round_trip_ms"]["median"]

@@ -43,6 +43,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.simprocess import private_home, simulator_process  # noqa: E402 - after sys.path
+
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -328,35 +330,10 @@ def main() -> None:
             notes.append(f"ssh-ipykernel (the reference's kernel) was not measured: {why}")
     load_before = os.getloadavg()[0]
 
-    home = Path(tempfile.mkdtemp(prefix="dbjl-bench-"))
-    (home / ".ssh").mkdir(mode=0o700)
-    for name in list(os.environ):
-        if name.startswith(("DATABRICKS_", "DBJL_", "JUPYTER_")):
-            del os.environ[name]
-    os.environ.update(
-        {
-            "HOME": str(home),
-            "DATABRICKS_CONFIG_FILE": str(home / ".databrickscfg"),
-            "DBJL_STATE_DIR": str(home / ".databrickslabs_jupyterlab"),
-            "DBJL_SSH_CONFIG": str(home / ".ssh" / "config"),
-            "JUPYTER_DATA_DIR": str(home / "jupyter-data"),
-            "JUPYTER_RUNTIME_DIR": str(home / "jupyter-runtime"),
-        }
-    )
+    home = private_home("dbjl-bench-")
 
     from databrickslabs_jupyterlab import kernelspecs
 
-    # The simulator runs in its own process, like a real driver: the SSH server's work must not
-    # compete with the client side for this process's interpreter.
-    sim = subprocess.Popen(
-        [
-            sys.executable, "-m", "databrickslabs_jupyterlab.simulator",
-            "--clusters", "2", "--running", "--time-scale", "0.1",
-            "--autotermination-minutes", "0", "--write-profile", "bench",
-            "--config-file", str(home / ".databrickscfg"), "--ssh-dir", str(home / ".ssh"),
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
     sshd = None
     sshd_folder = None
     results: dict[str, Any] = {}
@@ -365,111 +342,99 @@ def main() -> None:
     peer_alias = f"{home.name}-ssh-ipykernel"
     peer_files_before = set(glob.glob(PEER_REMOTE_FILES))
     try:
-        hosts: dict[str, str] = {}
-        driver_python = ""
-        current = None
-        assert sim.stdout is not None
-        for line in sim.stdout:
-            if line.startswith("# simulator ready"):
-                break
-            if line.startswith("Host "):
-                current = line.split()[1]
-                hosts[current] = line
-            elif line.startswith("  ") and current:
-                hosts[current] += line
-            elif line.startswith("export DBJL_DRIVER_PYTHON="):
-                driver_python = line.strip().split("=", 1)[1]
-        else:
-            raise RuntimeError("the simulator did not start")
-        sim_cluster, sshd_cluster = list(hosts)[:2]
-        ssh_config = hosts[sim_cluster] + "\n"
-        # Like for like: the baseline and the peer attach no Spark, so the measured kernels do
-        # not either; "simulator-spark" shows what a Spark kernel's start adds (the silent
-        # attach queued before the kernel counts as started, the gateway hand-off through a
-        # REST 1.2 context), without a target.
-        specs = {
-            "simulator": kernelspecs.create_kernelspec(
-                "bench",
-                sim_cluster,
-                "bench-sim",
-                env="bench",
-                overrides={"driver_python": driver_python},
-                spark=False,
-            ),
-        }
-        # Beside the first (create_kernelspec keeps one spec per cluster and profile).
-        spark_spec = kernelspecs.kernel_json(
-            "bench", sim_cluster, "bench-sim", "bench", {"driver_python": driver_python}
-        )
-        spark_dir = home / "spark-spec"
-        spark_dir.mkdir()
-        (spark_dir / "kernel.json").write_text(json.dumps(spark_spec))
-        specs["simulator-spark"] = kernelspecs.kernel_name(spark_spec["display_name"])
-        from jupyter_client.kernelspec import KernelSpecManager
-
-        KernelSpecManager().install_kernel_spec(
-            str(spark_dir), specs["simulator-spark"], user=True
-        )
-        if have_sshd:
-            from tests.fixtures.sshd import Sshd
-
-            sshd_folder = Path(tempfile.mkdtemp(prefix="dbjl-bench-sshd-"))
-            os.chmod(sshd_folder, 0o700)
-            sshd = Sshd(sshd_folder)
-            sshd.start()
-            ssh_config += (
-                f"Host {sshd_cluster}\n  HostName 127.0.0.1\n  Port {sshd.port}\n"
-                f"  User {sshd.user}\n  IdentityFile {sshd.identity_file}\n"
+        with simulator_process(home, "bench", 2) as sim:
+            hosts, driver_python = sim.hosts, sim.driver_python
+            sim_cluster, sshd_cluster = list(hosts)[:2]
+            ssh_config = hosts[sim_cluster] + "\n"
+            # Like for like: the baseline and the peer attach no Spark, so the measured kernels do
+            # not either; "simulator-spark" shows what a Spark kernel's start adds (the silent
+            # attach queued before the kernel counts as started, the gateway hand-off through a
+            # REST 1.2 context), without a target.
+            specs = {
+                "simulator": kernelspecs.create_kernelspec(
+                    "bench",
+                    sim_cluster,
+                    "bench-sim",
+                    env="bench",
+                    overrides={"driver_python": driver_python},
+                    spark=False,
+                ),
+            }
+            # Beside the first (create_kernelspec keeps one spec per cluster and profile).
+            spark_spec = kernelspecs.kernel_json(
+                "bench", sim_cluster, "bench-sim", "bench", {"driver_python": driver_python}
             )
-            specs["sshd"] = kernelspecs.create_kernelspec(
-                "bench",
-                sshd_cluster,
-                "bench-sshd",
-                env="bench",
-                overrides={"driver_python": sys.executable, "sudo": "never"},
-                spark=False,
+            spark_dir = home / "spark-spec"
+            spark_dir.mkdir()
+            (spark_dir / "kernel.json").write_text(json.dumps(spark_spec))
+            specs["simulator-spark"] = kernelspecs.kernel_name(spark_spec["display_name"])
+            from jupyter_client.kernelspec import KernelSpecManager
+
+            KernelSpecManager().install_kernel_spec(
+                str(spark_dir), specs["simulator-spark"], user=True
             )
-            if peer_version:
-                config_file = home / ".ssh" / "config"
-                try:
-                    block, peer_spec = _peer_spec(home, sshd, peer_venv, peer_alias, config_file)
-                except (OSError, RuntimeError) as exc:
-                    notes.append(f"{peer_name} was not measured: {exc}")
-                else:
-                    ssh_config += block
-                    specs[peer_name] = PEER_KERNEL
-                    peer.update(
-                        {"name": peer_name, "venv": str(peer_venv), "argv": peer_spec["argv"]}
-                    )
-                    notes.append(
-                        f"{peer_name}: its `ssh` calls go through a wrapper that adds -F with the"
-                        " private config (OpenSSH reads ~/.ssh from the passwd entry, not $HOME);"
-                        " the sshd's host key is put in a private known_hosts beforehand, as the"
-                        " reference's ssh-keyscan did"
-                    )
-        else:
-            notes.append("sshd not installed: the sshd kernel was skipped")
-        (home / ".ssh" / "config").write_text(ssh_config)
+            if have_sshd:
+                from tests.fixtures.sshd import Sshd
 
-        # One start of each first: builds the workspace client and warms file caches.
-        # The peer is left out, with the reason in the notes, if it does not start.
-        async def warm_up() -> None:
-            for spec in ["python3", *specs.values()]:
-                try:
-                    km, kc, _ = await _start(spec)
-                except Exception as exc:
-                    if spec != PEER_KERNEL:
-                        raise
-                    del specs[peer_name]
-                    notes.append(f"{peer_name} was not measured: it did not start ({exc!r})")
-                    continue
-                kc.stop_channels()
-                await km.shutdown_kernel()
+                sshd_folder = Path(tempfile.mkdtemp(prefix="dbjl-bench-sshd-"))
+                os.chmod(sshd_folder, 0o700)
+                sshd = Sshd(sshd_folder)
+                sshd.start()
+                ssh_config += (
+                    f"Host {sshd_cluster}\n  HostName 127.0.0.1\n  Port {sshd.port}\n"
+                    f"  User {sshd.user}\n  IdentityFile {sshd.identity_file}\n"
+                )
+                specs["sshd"] = kernelspecs.create_kernelspec(
+                    "bench",
+                    sshd_cluster,
+                    "bench-sshd",
+                    env="bench",
+                    overrides={"driver_python": sys.executable, "sudo": "never"},
+                    spark=False,
+                )
+                if peer_version:
+                    config_file = home / ".ssh" / "config"
+                    try:
+                        block, peer_spec = _peer_spec(
+                            home, sshd, peer_venv, peer_alias, config_file
+                        )
+                    except (OSError, RuntimeError) as exc:
+                        notes.append(f"{peer_name} was not measured: {exc}")
+                    else:
+                        ssh_config += block
+                        specs[peer_name] = PEER_KERNEL
+                        peer.update(
+                            {"name": peer_name, "venv": str(peer_venv), "argv": peer_spec["argv"]}
+                        )
+                        notes.append(
+                            f"{peer_name}: its `ssh` calls go through a wrapper that adds -F with the"
+                            " private config (OpenSSH reads ~/.ssh from the passwd entry, not $HOME);"
+                            " the sshd's host key is put in a private known_hosts beforehand, as the"
+                            " reference's ssh-keyscan did"
+                        )
+            else:
+                notes.append("sshd not installed: the sshd kernel was skipped")
+            (home / ".ssh" / "config").write_text(ssh_config)
 
-        asyncio.run(warm_up())
-        results.update(
-            asyncio.run(_measure_all({"local": "python3", **specs}, args.starts, args.executes))
-        )
+            # One start of each first: builds the workspace client and warms file caches.
+            # The peer is left out, with the reason in the notes, if it does not start.
+            async def warm_up() -> None:
+                for spec in ["python3", *specs.values()]:
+                    try:
+                        km, kc, _ = await _start(spec)
+                    except Exception as exc:
+                        if spec != PEER_KERNEL:
+                            raise
+                        del specs[peer_name]
+                        notes.append(f"{peer_name} was not measured: it did not start ({exc!r})")
+                        continue
+                    kc.stop_channels()
+                    await km.shutdown_kernel()
+
+            asyncio.run(warm_up())
+            results.update(
+                asyncio.run(_measure_all({"local": "python3", **specs}, args.starts, args.executes))
+            )
     finally:
         if peer:
             peer.update(_peer_cleanup(peer_alias, peer_files_before))
@@ -477,11 +442,6 @@ def main() -> None:
             sshd.stop()
         if sshd_folder is not None:
             shutil.rmtree(sshd_folder, ignore_errors=True)
-        sim.send_signal(signal.SIGINT)
-        try:
-            sim.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            sim.kill()
         shutil.rmtree(home, ignore_errors=True)
 
     report = {

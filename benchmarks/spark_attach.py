@@ -32,11 +32,8 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.kernel_latency import _percentile, _quiet  # noqa: E402 - after sys.path
+from benchmarks.simprocess import private_home, simulator_process  # noqa: E402
 
 COMMAND = "spark.range(10**6).count()"
 FIRST = "spark.range(1).count()"
@@ -229,68 +227,25 @@ def main() -> None:
         sys.exit("Spark needs Java 17 or newer on the PATH")
     load_before = os.getloadavg()[0]
 
-    home = Path(tempfile.mkdtemp(prefix="dbjl-bench-spark-"))
-    (home / ".ssh").mkdir(mode=0o700)
-    for name in list(os.environ):
-        if name.startswith(("DATABRICKS_", "DBJL_", "JUPYTER_")):
-            del os.environ[name]
-    os.environ.update(
-        {
-            "HOME": str(home),
-            "DATABRICKS_CONFIG_FILE": str(home / ".databrickscfg"),
-            "DBJL_STATE_DIR": str(home / ".databrickslabs_jupyterlab"),
-            "DBJL_SSH_CONFIG": str(home / ".ssh" / "config"),
-            "JUPYTER_DATA_DIR": str(home / "jupyter-data"),
-            "JUPYTER_RUNTIME_DIR": str(home / "jupyter-runtime"),
-        }
-    )
+    home = private_home("dbjl-bench-spark-")
     from databrickslabs_jupyterlab import kernelspecs
 
-    # The simulator in its own process, like a real driver (see kernel_latency.py).
-    sim = subprocess.Popen(
-        [
-            sys.executable, "-m", "databrickslabs_jupyterlab.simulator",
-            "--clusters", "1", "--running", "--time-scale", "0.1",
-            "--autotermination-minutes", "0", "--write-profile", PROFILE,
-            "--config-file", str(home / ".databrickscfg"), "--ssh-dir", str(home / ".ssh"),
-            "--pyspark-path", str(pyspark), "--state-dir", str(home / "simulator"),
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    extra = ["--pyspark-path", str(pyspark), "--state-dir", str(home / "simulator")]
     try:
-        hosts: dict[str, str] = {}
-        driver_python = ""
-        current = None
-        assert sim.stdout is not None
-        for line in sim.stdout:
-            if line.startswith("# simulator ready"):
-                break
-            if line.startswith("Host "):
-                current = line.split()[1]
-                hosts[current] = line
-            elif line.startswith("  ") and current:
-                hosts[current] += line
-            elif line.startswith("export DBJL_DRIVER_PYTHON="):
-                driver_python = line.strip().split("=", 1)[1]
-        else:
-            raise RuntimeError("the simulator did not start")
-        [cluster_id] = list(hosts)
-        (home / ".ssh" / "config").write_text(hosts[cluster_id] + "\n")
-        kernel_name = kernelspecs.create_kernelspec(
-            PROFILE,
-            cluster_id,
-            "bench-spark",
-            env="bench",
-            overrides={"driver_python": driver_python},
-            kernel_env={"PYTHONPATH": str(pyspark)},  # the driver's pyspark, as on Databricks
-        )
-        results = measure(kernel_name, Rest(cluster_id), args.starts, args.runs)
+        with simulator_process(home, PROFILE, 1, extra, stop_timeout=30) as sim:
+            hosts, driver_python = sim.hosts, sim.driver_python
+            [cluster_id] = list(hosts)
+            (home / ".ssh" / "config").write_text(hosts[cluster_id] + "\n")
+            kernel_name = kernelspecs.create_kernelspec(
+                PROFILE,
+                cluster_id,
+                "bench-spark",
+                env="bench",
+                overrides={"driver_python": driver_python},
+                kernel_env={"PYTHONPATH": str(pyspark)},  # the driver's pyspark, as on Databricks
+            )
+            results = measure(kernel_name, Rest(cluster_id), args.starts, args.runs)
     finally:
-        sim.send_signal(signal.SIGINT)
-        try:
-            sim.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            sim.kill()
         shutil.rmtree(home, ignore_errors=True)
 
     kernel, rest = results["kernel"], results["rest_1_2"]
