@@ -97,19 +97,28 @@ def _host_entry(settings: DriverSettings, name: str) -> HostEntry:
 
 
 def resolve_target(
-    cluster_id: str, public_dns: str | None, profile: str, settings: DriverSettings
+    cluster_id: str,
+    public_dns: str | None,
+    profile: str,
+    settings: DriverSettings,
+    alias: str | None = None,
 ) -> SshTarget:
     """Where and how to log in to the driver of ``cluster_id``.
 
     Defaults come from the settings and the cluster's ``public_dns``; what the SSH config says
-    for the cluster id wins for HostName, Port, User, IdentityFile, ProxyCommand and ProxyJump,
-    because that is how users route to drivers we cannot reach directly. Reads the SSH config:
-    call it in a thread from async code."""
-    entry = _host_entry(settings, _check_cluster_id(cluster_id))
+    for the cluster id (or for ``alias``, the Host of a Databricks SSH tunnel entry) wins for
+    HostName, Port, User, IdentityFile, ProxyCommand and ProxyJump, because that is how users
+    route to drivers we cannot reach directly. Reads the SSH config: call it in a thread from
+    async code."""
+    _check_cluster_id(cluster_id)
+    if alias is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", alias):
+        raise SshError(f"{alias!r} is not a Host name this product connects through.")
+    name = alias or cluster_id
+    entry = _host_entry(settings, name)
     user = entry.user or settings.ssh_user
-    host = entry.hostname or public_dns
+    host = entry.hostname or (None if alias else public_dns)
     if not host and (entry.proxy_command or entry.proxy_jump):
-        host = cluster_id  # the proxy knows how to find it (%h)
+        host = name  # the proxy knows how to find it (%h)
     if not host:
         raise SshError(
             f"Cluster {cluster_id} has no public DNS name for its driver and "
