@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import site
@@ -277,6 +278,7 @@ class Demo:
         self.sim: Any = None
         self.lab: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.handover: Path | None = None  # env.sh: the demo's values for dj and curl
         self.pyspark_path: str | None = None
 
     # -- steps -------------------------------------------------------------------------------
@@ -391,6 +393,20 @@ class Demo:
         base = f"http://127.0.0.1:{port}"
         self.wait_ready(base, token)
         self.url = f"{base}/lab/tree/{NOTEBOOK}?token={token}"
+        self.handover = self.layout.root / "env.sh"
+        write_private(self.handover, "".join(f"{line}\n" for line in self.exports(base, token)))
+
+    def exports(self, base: str, token: str) -> list[str]:
+        """``export`` lines that point ``dj`` and the README's curl examples at this demo: its
+        profile's config file, SSH config, key, driver Python and Jupyter folders, the API's base
+        URL (``$B``), the Jupyter token (``$JT``) and the cluster id (``$CID``)."""
+        values = {
+            **self.layout.environment(os.environ["DBJL_DRIVER_PYTHON"]),
+            "JT": token,
+            "B": f"{base}/databrickslabs-jupyterlab/api/v1",
+            "CID": CLUSTER_ID,
+        }
+        return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
 
     def wait_ready(self, base: str, token: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -432,6 +448,10 @@ class Demo:
         say("")
         say(f"JupyterLab: {self.url}")
         say(f"Notebook:   {self.layout.notebooks / NOTEBOOK}")
+        say(f"To use dj and the README's curl examples on this demo: source {self.handover}")
+        say(
+            f'  e.g. dj {PROFILE} -p;  curl -H "Authorization: token $JT" $B/clusters/{PROFILE}/$CID'
+        )
         say("Press Ctrl-C to stop JupyterLab, the simulated cluster and the simulator.")
         if not self.args.no_browser:
             try:

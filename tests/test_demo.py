@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -195,6 +196,28 @@ def test_demo_runs_a_notebook_on_the_simulated_driver_and_stops_cleanly(
             _assert_spark(lab, kernel["id"], cells, results, lines)
         else:
             assert demo.SPARK_HINT in lines  # how to get Spark, in one line
+
+        # the demo hands over: env.sh points dj and the README's curl examples at it
+        handover = root / "env.sh"
+        assert f"To use dj and the README's curl examples on this demo: source {handover}" in lines
+        assert handover.stat().st_mode & 0o077 == 0  # it holds the Jupyter token
+        ask = (
+            "import json, os, urllib.request; r = urllib.request.Request(os.environ['B'] + "
+            "'/clusters/demo/' + os.environ['CID'], headers={'Authorization': 'token ' + "
+            "os.environ['JT']}); print(json.load(urllib.request.urlopen(r))['cluster_state'])"
+        )
+        script = (
+            f". {handover} && {sys.executable} -m databrickslabs_jupyterlab -p --json && "
+            f"{sys.executable} -c {shlex.quote(ask)}"
+        )
+        used = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k != "JT"},
+        )  # fmt: skip
+        assert used.returncode == 0, used.stderr
+        profiles, state = used.stdout.rsplit("\n", 2)[0], used.stdout.split()[-1]
+        assert any(p["profile"] == demo.PROFILE for p in json.loads(profiles)), profiles
+        assert state == "RUNNING"
 
         # nothing of the user's own setup was touched
         assert not (isolated_home / ".databrickscfg").exists()
