@@ -511,6 +511,8 @@ def test_cli_prints_and_writes_a_profile_and_stops_on_sigterm(
         )
         (cluster,) = list(w.clusters.list())
         assert cluster.ssh_public_keys == [(ssh_dir / "id_demo.pub").read_text().strip()]
+        # the cluster ids are printed, also for clusters without an SSH entry
+        assert f"{cluster.cluster_id}  SINGLE_USER  " in out
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

@@ -177,10 +177,12 @@ async def run(
                 )
             )
         profile_text = sim.profile_text(profile)
-        # A cluster without a public IP has no classic entry (only the tunnel reaches it).
-        entries = "\n".join(
-            sim.ssh_config_entry(cid, str(identity)) for cid in ids if not args.no_public_ip
-        )
+        # A cluster without a public IP has no classic entry (only the tunnel reaches it), nor
+        # has a standard access mode one (no SSH at all).
+        classic = not args.no_public_ip and args.access_mode != "USER_ISOLATION"
+        entries = "\n".join(sim.ssh_config_entry(cid, str(identity)) for cid in ids if classic)
+        reach = "public IP" if not args.no_public_ip else "no public IP"
+        clusters = [f"{cid}  {args.access_mode}  {args.spark_version}  {reach}" for cid in ids]
         if args.write_profile:
             await asyncio.to_thread(
                 write_profile, config_file, profile, profile_text, backup_dir=backup_dir
@@ -193,6 +195,7 @@ async def run(
         out = [f"# Databricks workspace simulator at {sim.url} (Ctrl-C to stop)", ""]
         where = f" (written to {config_file})" if args.write_profile else ""
         out += [f"# Databricks config file{where}", profile_text]
+        out += ["# clusters (id, access mode, runtime, driver address)", *clusters, ""]
         where = f" (written to {ssh_dir_path / 'config'})" if ssh_dir_path else ""
         if not keys:
             where += f"; no key registered on the clusters: use --ssh-dir to create {identity}"
