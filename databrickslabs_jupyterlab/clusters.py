@@ -27,11 +27,13 @@ from . import operations, transport
 from .connect import spark_ui_url
 from .operations import OperationFailed
 from .settings import DriverSettings
+from .ssh import SshError
 from .vocabulary import COMING_UP, RUNNING, STATES, STEADY, STEPS
 from .workspace import (
     ClusterInfo,
     NoSuchCluster,
     WorkspaceError,
+    WorkspaceUnavailable,
 )
 
 __all__ = ["STATES", "ClusterConnection", "OperationFailed", "ServiceSettings"]
@@ -554,10 +556,13 @@ class ClusterConnection:
         except Exception as err:  # noqa: BLE001 - every failure ends as a sentence
             message = _error_sentence(err, kind)
             log.warning("The %s of cluster %s failed: %s", kind, self.cluster_id, message)
-            if not isinstance(err, WorkspaceError | OperationFailed):
+            if not isinstance(err, WorkspaceError | OperationFailed | SshError):
                 log.debug("Details of the failure", exc_info=err)
             self._op_error = message
-            self._op_error_cluster_state = self.info.state if self.info else None
+            # A workspace that failed for a while is no lasting state of the cluster: the next
+            # good read ends the error; other errors stay until the cluster's state changes.
+            transient = isinstance(err, WorkspaceUnavailable)
+            self._op_error_cluster_state = None if transient or not self.info else self.info.state
             self.operation = None
             self._op_kernels.clear()
             self._publish()

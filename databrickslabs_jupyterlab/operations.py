@@ -381,6 +381,27 @@ class Lifecycle:
             return "through the Command Execution API"
         return f"over SSH (Host {route.alias})"
 
+    async def _driver_lost(self, err: ssh.SshError, before: ClusterInfo) -> Exception:
+        """What a failed preparation says: a cluster that stopped or restarted meanwhile (the
+        link went with its driver) is a sentence naming what happened and the way out; else
+        the SSH error itself."""
+        try:
+            info = await self.read()
+        except WorkspaceError:
+            return err
+        cid = self.cluster_id
+        if info.state not in RUNNING:
+            return OperationFailed(
+                f"Cluster {cid} is {info.state} now: its driver went away while it was being "
+                "prepared; start the cluster again."
+            )
+        if info.driver_start != before.driver_start:
+            return OperationFailed(
+                f"The driver of cluster {cid} restarted while it was being prepared; "
+                "reconfigure the cluster."
+            )
+        return err
+
     # -------------------------------------------------------------- the whole
     async def run(
         self,
@@ -405,6 +426,8 @@ class Lifecycle:
                 installed = await self.prepare_running(
                     link, info, force=kind == "reconfigure" or check_libraries
                 )
+            except ssh.SshError as err:
+                raise await self._driver_lost(err, info) from None
             finally:
                 await link.close()
             outcome = Outcome(info=info, link_user=link.user, installed=installed)

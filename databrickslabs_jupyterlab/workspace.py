@@ -262,6 +262,9 @@ def _translate(err: BaseException, what: str, host: str | None) -> WorkspaceErro
             return WorkspaceUnavailable(f"{where} keeps failing ({status}) when asked to {what}.")
         return WorkspaceError(f"Could not {what}: {message}", status=502)
     if isinstance(err, TimeoutError):
+        if isinstance(err.__cause__, errors.DatabricksError):
+            # the SDK's retries ran out: the last answer (a 429 or 503 storm) says more
+            return _translate(err.__cause__, what, host)
         return WorkspaceUnavailable(
             f"{where} did not answer in time when asked to {what}; it may be down or unreachable."
         )
@@ -411,8 +414,16 @@ class Workspace:
         return cls(profile, client, host)
 
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def call() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except TimeoutError as err:
+                # Read here: asyncio hands a TimeoutError out of a thread as a new one, without
+                # the SDK's last answer (the 429 or 503 of a storm) as its cause.
+                raise _translate(err, what, self.host) from None
+
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await asyncio.to_thread(call)
         except Exception as err:  # noqa: BLE001
             raise _translate(err, what, self.host) from None
 

@@ -17,18 +17,26 @@ figure; a shorter value makes the test quicker).
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import logging
 import os
 import signal
+import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.test_api import Client, assert_no_secret
-from tests.test_api_kernels import (  # noqa: F401 - client and jp_server_config are fixtures
+from tests.fixtures.wheels import build_wheel
+from tests.test_api import Client, assert_no_secret, server_config
+from tests.test_api_kernels import (  # noqa: F401 - client is a fixture
+    RESTARTER_TICK,
+    _connected,
     _kernel,
     _live_kernel,
     _messages,
@@ -37,7 +45,6 @@ from tests.test_api_kernels import (  # noqa: F401 - client and jp_server_config
     _run,
     _until_kernel,
     client,
-    jp_server_config,
 )
 
 pytestmark = [
@@ -48,6 +55,90 @@ pytestmark = [
 WORKSPACE_DOWN = float(os.environ.get("DBJL_FAULT_WORKSPACE_DOWN", "30"))
 #: Bound of any single answer of the server's API during a fault.
 ANSWER_BOUND = 15.0
+#: How long a 429/503 storm lasts.
+STORM = 6.0
+PROBE = f"dbjl-fault-{uuid.uuid4().hex[:8]}"
+
+
+class GatedIndex:
+    """A find-links page for pip on loopback that holds every request until ``open()``:
+    a driver install that is under way for as long as a test needs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.asked = threading.Event()
+        self.gate = threading.Event()
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                index.asked.set()
+                if not index.gate.wait(120):
+                    self.send_error(503)
+                    return
+                name = self.path.strip("/")
+                path = index.folder / name
+                if name and path.is_file():
+                    body, kind = path.read_bytes(), "application/octet-stream"
+                else:
+                    links = "".join(
+                        f'<a href="/{w.name}">{w.name}</a>\n' for w in index.folder.glob("*.whl")
+                    )
+                    body, kind = f"<html><body>{links}</body></html>".encode(), "text/html"
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a pip killed with its driver leaves a broken pipe here
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def open(self) -> None:
+        self.gate.set()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def gated_index(tmp_path: Path) -> Iterator[GatedIndex]:
+    folder = tmp_path / "index"
+    build_wheel(folder, PROBE, "2.0")
+    index = GatedIndex(folder)
+    try:
+        yield index
+    finally:
+        index.close()
+
+
+@pytest.fixture
+def jp_server_config(sim_profile, request):
+    """test_api_kernels' config; with ``gated_index``, a driver library to install from it."""
+    driver: dict[str, Any] = {}
+    if "gated_index" in request.fixturenames:
+        index = request.getfixturevalue("gated_index")
+        driver = {
+            "driver_requirements": ["ipykernel>=6.0", f"{PROBE}>=2"],
+            "pip_args": ["--no-index", "--find-links", index.url, "--retries", "0"],
+        }
+    config = server_config(sim_profile, **driver)
+    config["KernelRestarter"] = {"time_to_dead": RESTARTER_TICK}
+    return config
 
 
 async def _bounded(coro: Any, what: str, bound: float = ANSWER_BOUND) -> Any:
@@ -96,6 +187,57 @@ async def _warned(caplog: Any, mark: int, kernel_id: str) -> list[str]:
 # ------------------------------------------------------------------------- the workspace
 
 
+@pytest.mark.parametrize("status", [429, 503])
+async def test_workspace_storm_is_an_error_and_passes_by_itself(
+    status, client, sim_profile, jp_fetch, jp_serverapp, jp_data_dir, caplog
+):
+    """A storm of 429 or 503 answers: the status says so in a sentence, every request of ours
+    is answered within its bound, the kernel keeps running cells, a start asked meanwhile fails
+    with the sentence; once the storm is over the cluster is connected again by itself."""
+    sim = sim_profile.simulator
+    cid = sim_profile.cluster_id
+    kernel_id, km = await _live_kernel(client, sim_profile, jp_fetch, jp_serverapp, jp_data_dir)
+    await _run(km, "kept = 1")
+    mark = len(caplog.records)
+
+    sim.fail_next(100000, status)
+    began = time.monotonic()
+    code, body = await _bounded(client.call("GET", "clusters", params={"profile": "demo"}), "list")
+    assert (code, body["error"]) == (503, "workspace_unavailable"), body
+    seen = await _status_until(
+        client, sim_profile, lambda s: s["state"] == "error", 30, "no error during the storm"
+    )
+    assert f"keeps failing ({status})" in seen[-1]["message"], seen[-1]["message"]
+    assert (await _kernel(client, kernel_id))["kernel_state"] == "running"
+    assert await _bounded(_run(km, "print(kept + 1)"), "a cell") == "2\n"
+
+    code, body = await client.call("POST", "clusters", "demo", cid, "start")
+    assert code == 202, body
+    failed = await _status_until(
+        client, sim_profile, lambda s: s["operation"] is None, 30, "the start did not end"
+    )
+    assert failed[-1]["state"] == "error" and f"({status})" in failed[-1]["message"]
+    assert sim.calls().get("POST /api/2.1/clusters/start") == 1  # the first start's alone
+
+    # the storm lasts STORM seconds while the status keeps being read
+    while time.monotonic() - began < STORM:
+        await _bounded(client.status(sim_profile, wait=1, since=failed[-1]["version"]), "poll")
+    reads = sim.calls().get("GET /api/2.1/clusters/get", 0)
+    assert sim.clear_failures() > 0
+    final = await _status_until(
+        client, sim_profile, lambda s: s["state"] != "error", 30, "no recovery after the storm"
+    )
+    assert final[-1]["state"] == "connected", final[-1]["message"]
+    code, _ = await client.call("GET", "clusters", params={"profile": "demo"})
+    assert code == 200
+    assert (await _kernel(client, kernel_id))["kernel_state"] == "running"
+    assert await _run(km, "print(kept + 2)") == "3\n"  # the same kernel all along
+    assert not _messages(caplog, mark, "restarting kernel")
+    assert not _problems(caplog, mark)
+    assert_no_secret(sim_profile, client, caplog)
+    print(f"storm {status}: {reads} cluster reads reached the workspace in {STORM:g} s")
+
+
 async def test_workspace_down_leaves_kernels_alone_and_comes_back(
     client, sim_profile, jp_fetch, jp_serverapp, jp_data_dir, caplog
 ):
@@ -141,7 +283,103 @@ async def test_workspace_down_leaves_kernels_alone_and_comes_back(
     assert_no_secret(sim_profile, client, caplog)
 
 
+# ------------------------------------------------------------------------------ SSH
+
+
+@pytest.mark.parametrize("mode", ["refuse", "hang"])
+async def test_ssh_fault_is_unreachable_until_a_reconfigure(
+    mode, client, sim_profile, jp_fetch, jp_serverapp, jp_data_dir, caplog
+):
+    """SSH refused, or a driver that accepts TCP and never answers: the cluster is
+    ``unreachable`` with the reason, the kernel whose link dropped is ``disconnected`` (not
+    restarted), a reconfigure meanwhile ends in an error within its bounds; once SSH answers,
+    one reconfigure connects the cluster and restarts the kernel."""
+    sim = sim_profile.simulator
+    cid = sim_profile.cluster_id
+    kernel_id, km = await _live_kernel(client, sim_profile, jp_fetch, jp_serverapp, jp_data_dir)
+    mark = len(caplog.records)
+
+    sim.set_ssh_mode(cid, mode)
+    seen = await _status_until(
+        client, sim_profile, lambda s: s["state"] == "unreachable", 40, "not unreachable"
+    )
+    assert seen[-1]["ssh"]["reachable"] is False and seen[-1]["ssh"]["error"]
+    assert "cannot be reached" in seen[-1]["message"]
+    assert await asyncio.to_thread(sim.drop_ssh, cid) >= 1
+    body = await _until_kernel(client, kernel_id, {"disconnected", "dead"}, 40)
+    assert body["kernel_state"] == "disconnected"
+    assert "does not answer" in (await _warned(caplog, mark, kernel_id))[0]
+
+    began = time.monotonic()
+    code, body = await client.call("POST", "clusters", "demo", cid, "reconfigure")
+    assert code == 202, body
+    failed = await _status_until(
+        client, sim_profile, lambda s: s["operation"] is None, 90, "the reconfigure hung"
+    )
+    assert failed[-1]["state"] == "error" and failed[-1]["message"]
+    print(f"ssh {mode}: the reconfigure failed after {time.monotonic() - began:.1f} s")
+    assert (await _kernel(client, kernel_id))["kernel_state"] == "disconnected"
+    assert not _messages(caplog, mark, "restarting kernel")
+
+    sim.set_ssh_mode(cid, "ok")
+    code, body = await client.call("POST", "clusters", "demo", cid, "reconfigure")
+    assert code == 202, body
+    final = await _status_until(
+        client, sim_profile, lambda s: s["operation"] is None or s["state"] == "error", 60, "hung"
+    )
+    final = await _status_until(
+        client, sim_profile, lambda s: s["state"] in ("connected", "error"), 30, "not connected"
+    )
+    assert final[-1]["state"] == "connected", final[-1]["message"]
+    assert (await _until_kernel(client, kernel_id, {"running", "dead"}, 40))[
+        "kernel_state"
+    ] == "running"
+    assert await _run(km, "print(5 * 5)") == "25\n"
+    assert not _problems(caplog, mark)
+    assert_no_secret(sim_profile, client, caplog)
+
+
 # -------------------------------------------------------------------------- the cluster
+
+
+async def test_cluster_terminated_during_install_ends_terminated_and_a_start_recovers(
+    gated_index, client, sim_profile, caplog
+):
+    """The cluster terminates while pip runs on its driver: the start ends (no hang) with a
+    sentence, the status is ``terminated``; one start later the library is installed."""
+    sim = sim_profile.simulator
+    cid = sim_profile.cluster_id
+    code, body = await client.call("POST", "clusters", "demo", cid, "start")
+    assert code == 202, body
+    asked = await asyncio.to_thread(gated_index.asked.wait, 90)
+    assert asked, "pip never asked the index"
+    status = await client.status(sim_profile)
+    assert status["state"] == "installing", status["message"]
+    mark = len(caplog.records)
+
+    await asyncio.to_thread(sim.terminate, cid)
+    seen = await _status_until(
+        client, sim_profile, lambda s: s["operation"] is None, 60, "the install hung"
+    )
+    final = await _status_until(
+        client, sim_profile, lambda s: s["state"] == "terminated", 60, "not terminated"
+    )
+    states = [s["state"] for s in seen + final]
+    errors = [e["message"] for e in final[-1]["events"] if e["state"] == "error"]
+    assert errors, states
+    assert "its driver went away while it was being prepared" in errors[-1], errors
+    assert "start the cluster again" in errors[-1] and "TERMINAT" in errors[-1], errors
+    assert "terminated" in final[-1]["message"]
+    assert not _problems(caplog, mark)
+
+    gated_index.open()
+    await _connected(client, sim_profile)
+    status = await client.status(sim_profile)
+    installed = [e for e in status["events"] if e["message"].startswith("Installed on the driver")]
+    assert installed and PROBE in installed[-1]["message"], status["events"]
+    assert sim.calls().get("POST /api/2.1/clusters/start") == 2
+    assert not _problems(caplog, mark)
+    assert_no_secret(sim_profile, client, caplog)
 
 
 async def test_driver_restarted_under_a_running_kernel(
