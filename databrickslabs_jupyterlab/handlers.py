@@ -14,7 +14,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_path_join
 
-from . import kernelstate, vocabulary
+from . import kernelstate, transport, vocabulary
 from .operations import Conflict
 from .registry import ClusterRegistry
 from .settings import DriverSettings
@@ -158,6 +158,7 @@ class ClustersHandler(BaseHandler):
             raise ApiError(err.status, err.code, err.message) from None
         identity = self.driver_settings.identity_file_for(profile)
         public_key = await asyncio.to_thread(public_key_for, identity)
+        routes = await asyncio.to_thread(_transports, clusters, self.driver_settings)
         self.write_json(
             {
                 "clusters": [
@@ -166,11 +167,26 @@ class ClustersHandler(BaseHandler):
                         "cluster_name": c.cluster_name,
                         "state": c.state,
                         "ssh_key_installed": key_installed(public_key, c.ssh_public_keys),
+                        "spark_version": c.spark_version,
+                        "data_security_mode": transport.access_mode(c),
+                        "autotermination_minutes": c.autotermination_minutes,
+                        "transport": route,
                     }
-                    for c in clusters
+                    for c, route in zip(clusters, routes, strict=True)
                 ]
             }
         )
+
+
+def _transports(clusters: list[Any], settings: DriverSettings) -> list[str | None]:
+    """The transport a kernel of each cluster would use, as ``dj -k`` chooses it (blocking)."""
+    routes: list[str | None] = []
+    for info in clusters:
+        try:
+            routes.append(transport.choose(info, settings).transport)
+        except Exception:  # noqa: BLE001 - an unreadable SSH config: the status says why
+            routes.append(None)
+    return routes
 
 
 class ClusterStatusHandler(BaseHandler):
@@ -330,6 +346,8 @@ class OpenApiHandler(BaseHandler):
 
 def handlers() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """Routes relative to the server's base_url (ExtensionApp prefixes it)."""
+    from .panelapi import KernelspecHandler, TerminateHandler
+
     base = url_path_join("/", API_PREFIX)
     part = r"([^/]+)"
     return [
@@ -338,6 +356,8 @@ def handlers() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
         (url_path_join(base, "clusters", part, part), ClusterStatusHandler),
         (url_path_join(base, "clusters", part, part, "start"), StartHandler),
         (url_path_join(base, "clusters", part, part, "reconfigure"), ReconfigureHandler),
+        (url_path_join(base, "clusters", part, part, "terminate"), TerminateHandler),
+        (url_path_join(base, "clusters", part, part, "kernelspec"), KernelspecHandler),
         (url_path_join(base, "kernels", part), KernelHandler),
         (url_path_join(base, "openapi.json"), OpenApiHandler),
     ]

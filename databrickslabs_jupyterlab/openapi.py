@@ -242,6 +242,27 @@ def build_openapi() -> dict[str, Any]:
                             "cluster_name": _NULLABLE_STR,
                             "state": _NULLABLE_STR,
                             "ssh_key_installed": {"type": "boolean"},
+                            "spark_version": {
+                                **_NULLABLE_STR,
+                                "description": "The Databricks runtime (extension of v1).",
+                            },
+                            "data_security_mode": {
+                                **_NULLABLE_STR,
+                                "description": "The access mode (extension of v1).",
+                            },
+                            "autotermination_minutes": {
+                                "type": "integer",
+                                "nullable": True,
+                                "description": "Minutes of inactivity before Databricks "
+                                "terminates the cluster, 0 for never (extension of v1).",
+                            },
+                            "transport": {
+                                "type": "string",
+                                "enum": ["ssh", "ssh-tunnel", "command-api"],
+                                "nullable": True,
+                                "description": "The transport a kernel of this cluster would "
+                                "use (extension of v1).",
+                            },
                         },
                     },
                 }
@@ -271,6 +292,37 @@ def build_openapi() -> dict[str, Any]:
                     "that applies, see ClusterStatus.transport). One that cannot work on this "
                     "cluster answers 409 transport_impossible before anything changes.",
                 },
+            },
+        },
+        "KernelspecBody": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "transport": {
+                    "type": "string",
+                    "enum": ["ssh", "ssh-tunnel", "command-api"],
+                    "description": "The kernel's transport (default: the first that applies, "
+                    "as `dj -k` chooses it).",
+                },
+                "spark": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "Whether the kernel sets up spark and dbutils (`dj -N` is "
+                    "false).",
+                },
+            },
+        },
+        "Kernelspec": {
+            "type": "object",
+            "required": ["kernel_name", "display_name", "profile", "cluster_id", "transport"],
+            "properties": {
+                "kernel_name": {"type": "string"},
+                "display_name": {"type": "string"},
+                "profile": {"type": "string"},
+                "cluster_id": {"type": "string"},
+                "transport": {"type": "string", "enum": ["ssh", "ssh-tunnel", "command-api"]},
+                "transport_reason": {"type": "string"},
+                "spark": {"type": "boolean"},
             },
         },
     }
@@ -394,6 +446,62 @@ def build_openapi() -> dict[str, Any]:
             "Check SSH and the driver libraries again, installing what is missing "
             "(single-flight); running kernels restart only as restart_kernels says",
         ),
+        "/clusters/{profile}/{cluster_id}/terminate": {
+            "post": {
+                "operationId": "terminateCluster",
+                "summary": "Terminate the cluster (Databricks clusters/delete); its kernels lose "
+                "their state. No body (an empty JSON object is accepted)",
+                "parameters": cluster_params,
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "additionalProperties": False}
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _ok("Termination was asked of Databricks", "ClusterStatus"),
+                    "200": _ok(
+                        "The cluster already terminates or is terminated: nothing was done",
+                        "ClusterStatus",
+                    ),
+                    "400": bad_input,
+                    "404": unknown,
+                    "409": _error(
+                        "A start or reconfigure of the cluster is under way",
+                        ["operation_running"],
+                    ),
+                    **_COMMON,
+                },
+            }
+        },
+        "/clusters/{profile}/{cluster_id}/kernelspec": {
+            "post": {
+                "operationId": "createKernelspec",
+                "summary": "Create (or replace) the cluster's kernelspec, as `dj PROFILE -k -i "
+                "CLUSTER_ID` does; the driver is prepared when a kernel starts",
+                "parameters": cluster_params,
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/KernelspecBody"}
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _ok("The kernelspec was written", "Kernelspec"),
+                    "400": bad_input,
+                    "404": unknown,
+                    "409": _error(
+                        "The transport asked for cannot work on this cluster",
+                        ["transport_impossible"],
+                    ),
+                    **_COMMON,
+                },
+            }
+        },
         "/kernels/{kernel_id}": {
             "get": {
                 "operationId": "getKernelStatus",

@@ -452,6 +452,15 @@ class Workspace:
 
         await self._call(f"start cluster {cluster_id}", start)
 
+    async def terminate_cluster(self, cluster_id: str) -> None:
+        """Terminate the cluster (clusters/delete; it stays listed and can be started again)."""
+
+        def terminate() -> None:
+            # As with start, the SDK's Wait object is not awaited: the refresh follows the state.
+            self._client.clusters.delete(cluster_id=cluster_id)
+
+        await self._call(f"terminate cluster {cluster_id}", terminate)
+
     async def set_ssh_public_keys(self, cluster_id: str, keys: list[str]) -> None:
         """Replace the cluster's SSH keys with clusters/edit (which needs the whole spec).
 
