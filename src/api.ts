@@ -159,6 +159,56 @@ export interface IDatabricksApi {
   getApiVersion(): Promise<string>;
 }
 
+/** A profile of the Databricks config file (`GET {base}/profiles`). */
+export interface IProfile {
+  name: string;
+  host: string | null;
+  auth_type?: string;
+  ssh_key: 'ok' | 'missing';
+}
+
+/** A row of `GET {base}/clusters?profile=P`. */
+export interface IClusterSummary {
+  cluster_id: string;
+  cluster_name: string | null;
+  /** The Databricks state (RUNNING, TERMINATED, ...). */
+  state: string | null;
+  ssh_key_installed: boolean;
+  spark_version?: string | null;
+  data_security_mode?: string | null;
+  autotermination_minutes?: number | null;
+  transport?: Transport | null;
+}
+
+/** The answer of `POST {base}/clusters/{profile}/{cluster_id}/kernelspec`. */
+export interface IKernelspecAnswer {
+  kernel_name: string;
+  display_name: string;
+  profile: string;
+  cluster_id: string;
+  transport: Transport;
+  transport_reason?: string;
+  spark?: boolean;
+}
+
+/** The calls of the Databricks panel (the long poll is `getCluster`). */
+export interface IPanelApi {
+  listProfiles(): Promise<IProfile[]>;
+  listClusters(profile: string): Promise<IClusterSummary[]>;
+  getCluster(
+    profile: string,
+    clusterId: string,
+    query?: IStatusQuery
+  ): Promise<IClusterStatus>;
+  startCluster(profile: string, clusterId: string): Promise<IOperationAnswer>;
+  terminateCluster(profile: string, clusterId: string): Promise<IClusterStatus>;
+  createKernelspec(
+    profile: string,
+    clusterId: string,
+    options?: { transport?: Transport; spark?: boolean }
+  ): Promise<IKernelspecAnswer>;
+}
+
 /**
  * A failed request: HTTP status 0 means the server could not be reached.
  *
@@ -244,7 +294,7 @@ function clusterPath(profile: string, clusterId: string): string {
 /**
  * The REST API of the server extension, bound to one server connection.
  */
-export class DatabricksApi implements IDatabricksApi {
+export class DatabricksApi implements IDatabricksApi, IPanelApi {
   constructor(
     readonly serverSettings: ServerConnection.ISettings = ServerConnection.makeSettings()
   ) {}
@@ -289,6 +339,44 @@ export class DatabricksApi implements IDatabricksApi {
     request: IOperationRequest = {}
   ): Promise<IOperationAnswer> {
     return this._operate('reconfigure', profile, clusterId, request);
+  }
+
+  async listProfiles(): Promise<IProfile[]> {
+    const answer = await requestAPI<{ profiles: IProfile[] }>(
+      'profiles',
+      { method: 'GET' },
+      this.serverSettings
+    );
+    return answer.profiles;
+  }
+
+  async listClusters(profile: string): Promise<IClusterSummary[]> {
+    const answer = await requestAPI<{ clusters: IClusterSummary[] }>(
+      'clusters' + URLExt.objectToQueryString({ profile }),
+      { method: 'GET' },
+      this.serverSettings
+    );
+    return answer.clusters;
+  }
+
+  terminateCluster(profile: string, clusterId: string): Promise<IClusterStatus> {
+    return requestAPI<IClusterStatus>(
+      URLExt.join(clusterPath(profile, clusterId), 'terminate'),
+      { method: 'POST', body: '{}' },
+      this.serverSettings
+    );
+  }
+
+  createKernelspec(
+    profile: string,
+    clusterId: string,
+    options: { transport?: Transport; spark?: boolean } = {}
+  ): Promise<IKernelspecAnswer> {
+    return requestAPI<IKernelspecAnswer>(
+      URLExt.join(clusterPath(profile, clusterId), 'kernelspec'),
+      { method: 'POST', body: JSON.stringify(options) },
+      this.serverSettings
+    );
   }
 
   async getApiVersion(): Promise<string> {

@@ -22,6 +22,8 @@ import {
   showDetails
 } from './dialogs';
 import { IStatusSettings, StatusModel } from './model';
+import { addPanel } from './panel';
+import { PanelModel } from './panelmodel';
 import { kernelPaths, makeKernelNamer } from './restarts';
 import { StatusItem } from './statusbar';
 import { checkServerVersion } from './version';
@@ -83,6 +85,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       isActive: () => model.visible,
       activeStateChanged: model.changed
     });
+
+    // The Databricks panel; the status model's answers update its rows.
+    const panelModel = new PanelModel({ api });
+    model.changed.connect(() => panelModel.noteStatus(model.cluster));
+    addPanel(app, panelModel, trans, message =>
+      Notification.error(message, { autoClose: false })
+    );
 
     app.commands.addCommand(CommandIDs.restart, {
       label: trans.__('Restart Databricks Cluster'),
