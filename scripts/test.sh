@@ -7,6 +7,7 @@
 #   SKIP_UI_TESTS=1 scripts/test.sh    without the browser tests
 #   SKIP_SPARK=1 scripts/test.sh       without a real Spark (its test is then skipped)
 #   SKIP_MLFLOW=1 scripts/test.sh      without MLflow (the MLflow test then checks the store only)
+#   SKIP_HUB=1 scripts/test.sh         without JupyterHub's proxy (the JupyterHub test is skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +60,23 @@ if [ -z "${SKIP_MLFLOW:-}" ]; then
     mv "$mlflow_dir.partial" "$mlflow_dir"
   fi
   export DBJL_TEST_MLFLOW_PATH="$mlflow_dir"
+fi
+
+# --- configurable-http-proxy for the test behind a real JupyterHub (jupyterhub itself is in the
+# test extra), from npm into a folder of its own, not globally (kept for later runs) -----------
+if [ -z "${SKIP_HUB:-}" ]; then
+  CHP_VERSION=5.3.0
+  chp_dir="${XDG_CACHE_HOME:-$HOME/.cache}/databrickslabs-jupyterlab-tests/chp-$CHP_VERSION"
+  if [ ! -x "$chp_dir/node_modules/.bin/configurable-http-proxy" ]; then
+    step "Installing configurable-http-proxy $CHP_VERSION into $chp_dir"
+    rm -rf "$chp_dir.partial"
+    mkdir -p "$chp_dir.partial"
+    npm install --prefix "$chp_dir.partial" --no-audit --no-fund --loglevel=error \
+      "configurable-http-proxy@$CHP_VERSION"
+    rm -rf "$chp_dir"
+    mv "$chp_dir.partial" "$chp_dir"
+  fi
+  export DBJL_TEST_CHP="$chp_dir/node_modules/.bin/configurable-http-proxy"
 fi
 
 step "ruff"
