@@ -14,96 +14,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import time
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from databrickslabs_jupyterlab import kernelspecs
-from databrickslabs_jupyterlab.simulator import SimulatorThread, make_keypair
-from tests.fixtures.hub import PREFIX, Hub, proxy_command, running_hub, wait_for
+from tests.fixtures.hub import API, PREFIX, World, proxy_command, two_user_hub, wait_for
 
 pytestmark = pytest.mark.timeout(600)
-
-API = "databrickslabs-jupyterlab/api/v1"
-
-#: The extension's cadences and timeouts for a test (the same as the in-process API tests).
-SERVER_ARGS = [
-    "--DatabricksLabsJupyterLab.refresh_interval=0.2",
-    "--DatabricksLabsJupyterLab.steady_refresh_interval=1.0",
-    "--DatabricksLabsJupyterLab.ssh_check_timeout=5",
-    "--DatabricksLabsJupyterLab.first_read_wait=3",
-    "--DatabricksLabsJupyterLab.ssh_ready_timeout=30",
-]
-
-
-@dataclass
-class Person:
-    name: str
-    profile: str
-    cluster_id: str
-    simulator: SimulatorThread
-    home: Path
-
-
-@dataclass
-class World:
-    hub: Hub
-    people: dict[str, Person]
-    kernel_name: str  # alice's Databricks kernelspec
-
-    def call(
-        self, token_of: str, method: str, user: str, *path: str, **kwargs: Any
-    ) -> requests.Response:
-        """The extension's API of ``user``'s server, with the hub token of ``token_of``."""
-        return self.hub.as_user(token_of, method, user, "/".join((API, *path)), **kwargs)
-
-    def status(self, who: str, **params: Any) -> dict[str, Any]:
-        person = self.people[who]
-        response = self.call(
-            who, "GET", who, "clusters", person.profile, person.cluster_id, params=params
-        )
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def until(self, who: str, states: set[str], timeout: float = 150) -> list[dict[str, Any]]:
-        """Long-poll ``who``'s cluster until its state is one of ``states``."""
-        seen = [self.status(who)]
-        deadline = time.monotonic() + timeout
-        while seen[-1]["state"] not in states:
-            assert time.monotonic() < deadline, [s["state"] for s in seen]
-            seen.append(self.status(who, wait=5, since=seen[-1]["version"]))
-        return seen
-
-    def connected(self, who: str) -> dict[str, Any]:
-        """Start ``who``'s cluster through the hub unless it is connected; wait for connected."""
-        if self.status(who)["state"] != "connected":
-            person = self.people[who]
-            started = self.call(
-                who, "POST", who, "clusters", person.profile, person.cluster_id, "start"
-            )
-            assert started.status_code == 202, started.text
-        final = self.until(who, {"connected", "error"})[-1]
-        assert final["state"] == "connected", final["message"]
-        return final
-
-
-def _user_environment(person: Person, key: Path) -> dict[str, str]:
-    home = person.home
-    return {
-        "DATABRICKS_CONFIG_FILE": str(home / ".databrickscfg"),
-        "DBJL_STATE_DIR": str(home / ".databrickslabs_jupyterlab"),
-        "DBJL_SSH_CONFIG": str(home / ".ssh" / "config"),
-        "DBJL_IDENTITY_FILE": str(key),
-        "DBJL_DRIVER_PYTHON": person.simulator.driver_python,
-        "DBJL_WORKSPACE_RETRY_TIMEOUT": "2",
-        "DBJL_WORKSPACE_HTTP_TIMEOUT": "5",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -117,37 +36,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, simulator_state_dir: Path) -
         pytest.skip(
             "configurable-http-proxy is not installed (scripts/test.sh installs it from npm)"
         )
-    root = tmp_path_factory.mktemp("hub")
-    args = list(SERVER_ARGS)
-    if os.geteuid() == 0:
-        args.append("--ServerApp.allow_root=True")
-    with ExitStack() as stack:
-        people: dict[str, Person] = {}
-        environments: dict[str, dict[str, str]] = {}
-        for name in ("alice", "bob"):
-            sim = SimulatorThread(time_scale=0.1, state_dir=simulator_state_dir)
-            sim.start()
-            stack.callback(sim.stop)
-            home = root / "homes" / name
-            (home / ".ssh").mkdir(parents=True, mode=0o700)
-            key = home / ".ssh" / "id_databricks"
-            cluster_id = sim.add_cluster(f"{name}-cluster", ssh_public_keys=[make_keypair(key)])
-            person = Person(name, f"{name}-ws", cluster_id, sim, home)
-            (home / ".databrickscfg").write_text(sim.profile_text(person.profile))
-            (home / ".ssh" / "config").write_text(sim.ssh_config_entry(cluster_id, str(key)))
-            people[name] = person
-            environments[name] = _user_environment(person, key)
-        # alice's kernelspec, in her own Jupyter data folder (the one her server reads)
-        alice = people["alice"]
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("JUPYTER_DATA_DIR", str(alice.home / ".local" / "share" / "jupyter"))
-            kernel = kernelspecs.create_kernelspec(
-                alice.profile, alice.cluster_id, "alice-cluster", env="hub", spark=False
-            )
-        hub = stack.enter_context(running_hub(root, environments, args, chp))
-        for name in people:
-            hub.spawn(name)
-        yield World(hub, people, kernel)
+    with two_user_hub(tmp_path_factory.mktemp("hub"), simulator_state_dir, chp) as world:
+        yield world
 
 
 def test_each_user_has_the_extension_under_the_hub_prefix(world: World) -> None:
