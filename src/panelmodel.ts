@@ -270,8 +270,10 @@ export class PanelModel implements IDisposable {
       const listed = await this._api.listClusters(profile.name);
       const clusters = listed.map(c => {
         const old = this.row(profile.name, c.cluster_id);
-        // A newer listing outdates a status that is not followed any more.
-        const keep = old?.status && this.isFollowing(profile.name, c.cluster_id);
+        // A status stays while it is followed or agrees with the listing's Databricks state.
+        const keep =
+          old?.status &&
+          (this.isFollowing(profile.name, c.cluster_id) || old.status.cluster_state === c.state);
         return {
           ...c,
           profile: profile.name,

@@ -242,6 +242,8 @@ describe('PanelModel', () => {
     expect(model.isFollowing('demo', 'c1')).toBe(false);
     expect(api.count('listClusters')).toBe(lists + 1);
     expect(model.row('demo', 'c1')!.state).toBe('RUNNING');
+    // the new listing agrees with the last status: the row stays connected
+    expect(rowState(model.row('demo', 'c1')!)).toBe('connected');
     expect(canTerminate(model.row('demo', 'c1')!)).toBe(true);
   });
 
