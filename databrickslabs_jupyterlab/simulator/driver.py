@@ -66,6 +66,14 @@ MLFLOW_STORE = "mlflow"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def default_signals() -> None:
+    """In a new session's process, before it runs: the signals a login shell of sshd starts
+    with. A simulator started from ``nohup`` (or anything ignoring SIGHUP) would otherwise pass
+    the ignored SIGHUP on, and the end of a PTY session would hang up nothing."""
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def driver_path(bin_dir: Path | None) -> str:
     """PATH of a process on the simulated driver."""
     return SYSTEM_PATH if bin_dir is None else f"{bin_dir}:{SYSTEM_PATH}"
@@ -474,6 +482,7 @@ class SshDriver:
                 env=self._environment(process, username),
                 cwd=str(self._home_dir),
                 start_new_session=True,
+                preexec_fn=default_signals,
             )
         except OSError as exc:
             process.stderr.write(f"cannot start /bin/sh: {exc}\n".encode())
