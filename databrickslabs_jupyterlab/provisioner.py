@@ -549,9 +549,10 @@ class DatabricksSshProvisioner(  # type: ignore[misc]
         if generation != self._generation:
             return  # a restart's old kernel, reported after the new one started
         if status is not None:  # without it the link dropped; _watch_link reports that
-            self._exit_status = status
+            # On the board before poll() reports it: the restarter's "starting" comes after.
             if not self._stopping:
                 self._record("dead", f"The kernel process on the driver exited (status {status})")
+            self._exit_status = status
 
     async def _kill_stale(self) -> None:
         stale, self._stale = self._stale, None
