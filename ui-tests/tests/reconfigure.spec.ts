@@ -49,6 +49,11 @@ test.describe('Reconfigure keeps the kernels', () => {
     const dialog = detailsDialog(page);
     await expect(dialog).toBeVisible();
     await expect(dialog.getByRole('button', { name: 'Reconfigure' })).toBeVisible();
+    // The dialog focuses its default button once its body has rendered; a key pressed
+    // before that goes to the status bar item, as it would for a user.
+    const close = dialog.locator('.jp-Dialog-footer button').first();
+    await expect(close).toHaveText('Close');
+    await expect(close).toBeFocused();
     await page.keyboard.press('Enter');
     await expect(dialog).toHaveCount(0);
     await expect(reconfigureConfirmation(page)).toHaveCount(0);
