@@ -27,7 +27,6 @@ import asyncio
 import configparser
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.kernel_latency import _percentile, _quiet, _start  # noqa: E402
-from benchmarks.simprocess import private_home, simulator_process  # noqa: E402
+from benchmarks.simprocess import machine, private_home, simulator_process  # noqa: E402
 
 #: Polling environment of each command-api variant (the kernel reads it at its start).
 SCHEDULES = {
@@ -196,15 +195,7 @@ def main() -> None:
     base = results["ssh"]["round_trip_ms"]["median"]
     report = {
         "benchmark": "command_kernel",
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_1m": {
-                "before": round(load_before, 2),
-                "after": round(os.getloadavg()[0], 2),
-            },
-        },
+        "machine": machine(load_before),
         "cells": {"quick": "1+1", "long": f"time.sleep({args.sleep:g})"},
         "kernels": results,
         "round_trip_median_ratio_to_ssh": {

@@ -28,7 +28,6 @@ import asyncio
 import glob
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -43,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.simprocess import private_home, simulator_process  # noqa: E402 - after sys.path
+from benchmarks.simprocess import machine, private_home, simulator_process  # noqa: E402 - after sys.path
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -446,15 +445,7 @@ def main() -> None:
 
     report = {
         "benchmark": "kernel_latency",
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_1m": {
-                "before": round(load_before, 2),
-                "after": round(os.getloadavg()[0], 2),
-            },
-        },
+        "machine": machine(load_before),
         "code": "1+1",
         "kernels": results,
         "ratios_to_local": {n: _ratio(results, n) for n in results if n != "local"},

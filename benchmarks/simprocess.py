@@ -1,10 +1,11 @@
 """What the kernel benchmarks share: a private HOME for everything the product reads and writes,
-and the workspace simulator in a process of its own (like a real driver: its SSH server's work
-must not compete with the measuring side for one interpreter)."""
+the workspace simulator in a process of its own (like a real driver: its SSH server's work
+must not compete with the measuring side for one interpreter), and the report's machine entry."""
 
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def private_home(prefix: str) -> Path:
@@ -34,6 +36,20 @@ def private_home(prefix: str) -> Path:
         }
     )
     return home
+
+
+def machine(load_before: float) -> dict[str, Any]:
+    """The report's ``machine`` entry: Python, CPUs, platform, and the 1-minute load average
+    before the run (``load_before``) and now, after it."""
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_1m": {
+            "before": round(load_before, 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
+    }
 
 
 @dataclass

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.kernel_latency import _percentile, _quiet  # noqa: E402 - after sys.path
-from benchmarks.simprocess import private_home, simulator_process  # noqa: E402
+from benchmarks.simprocess import machine, private_home, simulator_process  # noqa: E402
 
 COMMAND = "spark.range(10**6).count()"
 FIRST = "spark.range(1).count()"
@@ -255,15 +254,7 @@ def main() -> None:
 
     report = {
         "benchmark": "spark_attach",
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_1m": {
-                "before": round(load_before, 2),
-                "after": round(os.getloadavg()[0], 2),
-            },
-        },
+        "machine": machine(load_before),
         "pyspark": str(pyspark),
         "command": COMMAND,
         **results,
