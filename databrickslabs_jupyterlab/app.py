@@ -94,6 +94,12 @@ class DatabricksLabsJupyterLab(ExtensionApp):
         config=True,
         help="Seconds between reads of a cluster id that was never read successfully.",
     )
+    gateway_poll_interval = Float(
+        1.0,
+        config=True,
+        help="With a kernel gateway (--gateway-url): seconds between reads of the states its "
+        "kernels leave in the shared state folder.",
+    )
 
     # The first wave's names of the driver settings, read below c.DatabricksLabsDriver.
     ssh_port = Int(config=True, help="Deprecated: use c.DatabricksLabsDriver.ssh_port.")
@@ -131,6 +137,7 @@ class DatabricksLabsJupyterLab(ExtensionApp):
         return float(self.driver_settings().connect_timeout)
 
     registry: ClusterRegistry | None = None
+    gateway_kernels: Any = None  # gatewaykernels.GatewayKernelStates, with --gateway-url
 
     def driver_settings(self) -> DriverSettings:
         """The driver settings: environment > Jupyter config > defaults (config.py)."""
@@ -169,6 +176,16 @@ class DatabricksLabsJupyterLab(ExtensionApp):
         # cluster when it is first asked about.
         if self.registry is not None:
             self.registry.start()
+        from . import gatewaykernels
+
+        if gatewaykernels.gateway_enabled(serverapp):
+            self.gateway_kernels = gatewaykernels.GatewayKernelStates(
+                serverapp.kernel_manager,
+                self.driver_settings().state_path,
+                interval=self.gateway_poll_interval,
+                log=self.log,
+            )
+            self.gateway_kernels.start()
 
     async def stop_extension(self) -> None:
         # The server's stop waits for this: it must end in time whatever the workspace and the
@@ -180,6 +197,8 @@ class DatabricksLabsJupyterLab(ExtensionApp):
             # that clean up a server in their own process never arm it.
             with contextlib.suppress(RuntimeError):
                 register(functools.partial(_bound_exit, began))
+        if self.gateway_kernels is not None:
+            await self.gateway_kernels.stop()
         if self.registry is None:
             return
         task = asyncio.ensure_future(self.registry.stop())

@@ -14,7 +14,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_path_join
 
-from . import kernelstate, transport, vocabulary
+from . import gatewaykernels, kernelstate, transport, vocabulary
 from .operations import Conflict
 from .registry import ClusterRegistry
 from .settings import DriverSettings
@@ -299,7 +299,11 @@ class KernelHandler(BaseHandler):
         if not vocabulary.is_kernel_id(kernel_id) or kernel_id not in manager:
             raise ApiError(404, "no_such_kernel", f"There is no kernel {kernel_id}.")
         kernel = manager.get_kernel(kernel_id)
-        databricks = await asyncio.to_thread(_databricks_metadata, kernel)
+        if gatewaykernels.is_gateway_kernel(kernel):  # its spec is the gateway's
+            metadata = await gatewaykernels.spec_metadata(kernel, self.kernel_spec_manager)
+            databricks = _databricks_of(metadata)
+        else:
+            databricks = await asyncio.to_thread(_databricks_metadata, kernel)
         if not databricks:
             raise ApiError(
                 404,
@@ -328,7 +332,10 @@ def _databricks_metadata(kernel: Any) -> dict[str, Any] | None:
         spec = kernel.kernel_spec
     except Exception:  # noqa: BLE001 - a kernel whose spec vanished is not one of ours
         return None
-    metadata = getattr(spec, "metadata", None) or {}
+    return _databricks_of(getattr(spec, "metadata", None))
+
+
+def _databricks_of(metadata: Any) -> dict[str, Any] | None:
     databricks = metadata.get("databricks") if isinstance(metadata, dict) else None
     if isinstance(databricks, dict) and databricks.get("profile") and databricks.get("cluster_id"):
         return databricks

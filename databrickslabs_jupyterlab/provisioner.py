@@ -37,7 +37,17 @@ from typing import Any
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 
-from . import config, kernelstop, linkpolicy, remotekernel, sparkattach, ssh, transport, vocabulary
+from . import (
+    config,
+    kernelfiles,
+    kernelstop,
+    linkpolicy,
+    remotekernel,
+    sparkattach,
+    ssh,
+    transport,
+    vocabulary,
+)
 from .kernelstate import board
 from .remotekernel import on_ssh_loop, ssh_loop
 from .settings import DriverSettings
@@ -171,10 +181,13 @@ class DatabricksSshProvisioner(  # type: ignore[misc]
         if not (self.kernel_id and self.profile and self.cluster_id):
             return
         args = (self.kernel_id, self.profile, self.cluster_id, state, message)
+        state_dir = self.settings.state_path if self.settings is not None else None
 
         def put() -> None:
             if unless is None or not unless():
                 board.set(*args)
+                if state_dir is not None:  # for a server in another process (a gateway's)
+                    kernelfiles.publisher.publish(state_dir, *args, log=self.log)
 
         self._on_owner_loop(put)
 
