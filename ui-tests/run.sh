@@ -23,4 +23,10 @@ if ! jupyter labextension list 2>&1 | grep -q "databrickslabs-jupyterlab.*enable
   exit 1
 fi
 
-exec npx playwright test "$@"
+npx playwright test "$@"
+
+# The browser test through a real JupyterHub (its own hub as the web server): with the whole
+# run only, not when a single spec is asked for; SKIP_HUB=1 skips it like the pytest one.
+if [ $# -eq 0 ] && [ -z "${SKIP_HUB:-}" ]; then
+  npx playwright test -c playwright.hub.config.js
+fi
