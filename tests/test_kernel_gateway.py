@@ -12,9 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +24,8 @@ import requests
 import websocket
 
 from databrickslabs_jupyterlab import kernelspecs
-from tests.fixtures.hub import API, SERVER_ARGS, free_port, stop_process, wait_for
+from tests.fixtures.gateway import Gateway, gateway_and_server
+from tests.fixtures.hub import API, wait_for
 from tests.test_provisioner import running_cluster  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(420)
@@ -37,47 +35,29 @@ pytestmark = pytest.mark.timeout(420)
 class Setup:
     kernel: str  # the Databricks kernelspec's name
     profile: Any  # tests.fixtures.simulator.SimProfile
-    gateway_url: str
-    gateway_token: str
-    server_url: str
-    token: str
-    logs: Path
+    processes: Gateway
+
+    @property
+    def token(self) -> str:
+        return self.processes.token
+
+    @property
+    def server_url(self) -> str:
+        return self.processes.server_url
 
     def server(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"token {self.token}"}
+        headers = {"Authorization": f"token {self.processes.token}"}
         return requests.request(
-            method, f"{self.server_url}/{path}", headers=headers, timeout=60, **kwargs
+            method, f"{self.processes.server_url}/{path}", headers=headers, timeout=60, **kwargs
         )
 
     def gateway(self, method: str, path: str) -> requests.Response:
-        headers = {"Authorization": f"token {self.gateway_token}"}
-        return requests.request(method, f"{self.gateway_url}/{path}", headers=headers, timeout=60)
+        headers = {"Authorization": f"token {self.processes.gateway_token}"}
+        url = f"{self.processes.gateway_url}/{path}"
+        return requests.request(method, url, headers=headers, timeout=60)
 
     def log_tail(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:]
-            for p in sorted(self.logs.glob("*.log"))
-        )
-
-
-def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-            start_new_session=True,
-        )
-
-
-def _answers(url: str, token: str) -> bool:
-    try:
-        got = requests.get(url, headers={"Authorization": f"token {token}"}, timeout=5)
-    except requests.RequestException:
-        return False
-    return got.status_code == 200
+        return self.processes.log_tail()
 
 
 @pytest.fixture
@@ -91,52 +71,10 @@ def setup(
     kernel = kernelspecs.create_kernelspec(
         running_cluster.name, running_cluster.cluster_id, "sim-cluster", env="gw", spark=False
     )
-    gateway_port, server_port = free_port(), free_port()
-    gateway_token, token = secrets.token_hex(16), secrets.token_hex(16)
     root = tmp_path / "root"
     root.mkdir()
-    processes = []
-    try:
-        gateway = _start(
-            [
-                sys.executable, "-m", "kernel_gateway",
-                "--KernelGatewayApp.ip=127.0.0.1",
-                f"--KernelGatewayApp.port={gateway_port}",
-                f"--KernelGatewayApp.auth_token={gateway_token}",
-                # a Jupyter server in front of it lists the kernels it runs
-                "--JupyterWebsocketPersonality.list_kernels=True",
-            ],  # fmt: skip
-            tmp_path / "gateway.log",
-        )
-        processes.append(gateway)
-        gateway_url = f"http://127.0.0.1:{gateway_port}"
-        wait_for("the gateway", lambda: _answers(f"{gateway_url}/api", gateway_token), 90)
-        server = _start(
-            [
-                sys.executable, "-m", "jupyter", "server",
-                "--ServerApp.ip=127.0.0.1",
-                f"--ServerApp.port={server_port}",
-                "--ServerApp.port_retries=0",
-                "--ServerApp.open_browser=False",
-                f"--ServerApp.root_dir={root}",
-                f"--IdentityProvider.token={token}",
-                f"--gateway-url={gateway_url}",
-                f"--GatewayClient.auth_token={gateway_token}",
-                "--DatabricksLabsJupyterLab.gateway_poll_interval=0.2",
-                *SERVER_ARGS,
-                *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []),
-            ],  # fmt: skip
-            tmp_path / "server.log",
-        )
-        processes.append(server)
-        server_url = f"http://127.0.0.1:{server_port}"
-        wait_for("the server", lambda: _answers(f"{server_url}/api/status", token), 90)
-        yield Setup(
-            kernel, running_cluster, gateway_url, gateway_token, server_url, token, tmp_path
-        )
-    finally:
-        for process in reversed(processes):
-            stop_process(process)
+    with gateway_and_server(tmp_path, root) as processes:
+        yield Setup(kernel, running_cluster, processes)
 
 
 def _execute(setup: Setup, kernel_id: str, code: str, timeout: float = 120) -> str:
@@ -237,7 +175,7 @@ def test_a_notebook_kernel_runs_behind_the_gateway_and_its_status_reaches_the_se
         for path in files:
             text = path.read_text()
             assert profile.simulator.token not in text
-            assert setup.gateway_token not in text and setup.token not in text
+            assert setup.processes.gateway_token not in text and setup.token not in text
             assert path.stat().st_mode & 0o077 == 0
     finally:
         gone = setup.server("DELETE", f"api/kernels/{kernel_id}")

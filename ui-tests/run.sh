@@ -30,3 +30,9 @@ npx playwright test "$@"
 if [ $# -eq 0 ] && [ -z "${SKIP_HUB:-}" ]; then
   npx playwright test -c playwright.hub.config.js
 fi
+# The browser test behind a real kernel gateway only when asked for (DBJL_UI_GATEWAY=1): its first
+# cell stayed unanswered in 2 of about 35 runs on a heavily loaded machine, for a reason not yet
+# found (the REST and websocket test behind the gateway, tests/test_kernel_gateway.py, is in pytest).
+if [ $# -eq 0 ] && [ -n "${DBJL_UI_GATEWAY:-}" ]; then
+  npx playwright test -c playwright.gateway.config.js
+fi
