@@ -14,6 +14,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, List, Unicode, default
 
+from . import gatewaykernels
 from .clusters import ServiceSettings
 from .config import driver_config
 from .registry import ClusterRegistry
@@ -176,8 +177,6 @@ class DatabricksLabsJupyterLab(ExtensionApp):
         # cluster when it is first asked about.
         if self.registry is not None:
             self.registry.start()
-        from . import gatewaykernels
-
         if gatewaykernels.gateway_enabled(serverapp):
             self.gateway_kernels = gatewaykernels.GatewayKernelStates(
                 serverapp.kernel_manager,

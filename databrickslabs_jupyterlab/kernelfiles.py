@@ -87,13 +87,8 @@ def read(folder: Path, kernel_id: str) -> KernelFile | None:
 
 def read_many(folder: Path, kernel_ids: set[str]) -> dict[str, KernelFile]:
     """The states of those of ``kernel_ids`` that have a file (blocking)."""
-    found = {}
-    for kernel_id in kernel_ids:
-        if vocabulary.is_kernel_id(kernel_id):
-            record = read(folder, kernel_id)
-            if record is not None:
-                found[kernel_id] = record
-    return found
+    records = {kernel_id: read(folder, kernel_id) for kernel_id in kernel_ids}
+    return {kernel_id: r for kernel_id, r in records.items() if r is not None}
 
 
 def _alive(pid: int) -> bool:

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from databrickslabs_jupyterlab import kernelspecs
-from tests.test_provisioner import running_cluster  # noqa: F401 - the fixture
+from tests.test_provisioner import _alive, running_cluster  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,13 +63,6 @@ def _texts(path: Path) -> list[str]:
     ]
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
-
-
 def _pid_cell(folder: Path) -> str:
     """A cell that prints the remote kernel's pid and leaves it in a file (the simulated driver
     shares this machine's file system): known even when a later cell fails."""
@@ -85,7 +78,7 @@ def _left_behind(folder: Path) -> bool:
     (a generous bound for a loaded machine; it is normally gone when the runner exits)."""
     pid = int((folder / "remote.pid").read_text())
     deadline = time.monotonic() + 30
-    while not _gone(pid):
+    while _alive(pid):
         if time.monotonic() > deadline:
             return True
         time.sleep(0.1)

@@ -26,7 +26,7 @@ import websocket
 from databrickslabs_jupyterlab import kernelspecs
 from tests.fixtures.gateway import Gateway, gateway_and_server
 from tests.fixtures.hub import API, wait_for
-from tests.test_provisioner import running_cluster  # noqa: F401 - the fixture
+from tests.test_provisioner import _alive, running_cluster  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -116,13 +116,6 @@ def _execute(setup: Setup, kernel_id: str, code: str, timeout: float = 120) -> s
         ws.close()
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
-
-
 def test_a_notebook_kernel_runs_behind_the_gateway_and_its_status_reaches_the_server(
     setup: Setup,
 ) -> None:
@@ -183,7 +176,7 @@ def test_a_notebook_kernel_runs_behind_the_gateway_and_its_status_reaches_the_se
 
     # shut down through the server: the gateway stops the remote kernel, the server forgets it
     if remote_pid is not None:
-        wait_for("the remote kernel to end", lambda: _gone(remote_pid), 60)
+        wait_for("the remote kernel to end", lambda: not _alive(remote_pid), 60)
 
     def forgotten() -> bool:
         got = setup.server("GET", f"{API}/kernels/{kernel_id}")
